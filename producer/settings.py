@@ -1,0 +1,190 @@
+"""Settings from SMSQ_* environment variables and an optional `.env` file.
+
+One place reads the environment so that every process (web, worker, beat,
+producer) agrees. Secrets are `SecretStr`, so a repr or a log line never shows
+them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROVIDER_NAMES: tuple[str, ...] = ("keccel", "smsclub", "kingsms", "sms1601")
+
+DlrMode = Literal["pull", "push", "both"]
+
+
+class ProviderSettings(BaseSettings):
+    """Settings shared by every gateway; subclasses add credentials and a prefix."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    name: ClassVar[str] = ""
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    base_url: str = ""
+    sender: str | None = None
+    rate_limit: float | None = Field(default=None, gt=0)
+    low_balance: float | None = None
+    expiry_warn_days: int = Field(default=7, ge=0)
+    dlr_mode: DlrMode = "pull"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def configured(self) -> bool:
+        """A provider is configured when all of its credentials are set."""
+        return all(self.secret(f) for f in self.secret_fields)
+
+    def secret(self, field: str) -> str:
+        value = getattr(self, field)
+        if value is None:
+            return ""
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this provider holds, for redaction in logs."""
+        return [s for s in (self.secret(f) for f in self.secret_fields) if s]
+
+
+class KeccelSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSQ_KECCEL_", env_file=".env", extra="ignore")
+    name: ClassVar[str] = "keccel"
+    secret_fields: ClassVar[tuple[str, ...]] = ("token",)
+    base_url: str = "https://api.keccel.com/sms/v2"
+    token: SecretStr | None = None
+
+
+class SmsClubSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSQ_SMSCLUB_", env_file=".env", extra="ignore")
+    name: ClassVar[str] = "smsclub"
+    secret_fields: ClassVar[tuple[str, ...]] = ("token",)
+    base_url: str = "https://im.smsclub.mobi"
+    token: SecretStr | None = None
+
+
+class KingSmsSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSQ_KINGSMS_", env_file=".env", extra="ignore")
+    name: ClassVar[str] = "kingsms"
+    secret_fields: ClassVar[tuple[str, ...]] = ("api_key", "client_id")
+    base_url: str = "https://edok-api.kingsmspro.org/api/v1"
+    api_key: SecretStr | None = None
+    client_id: SecretStr | None = None
+
+
+class Sms1601Settings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="SMSQ_SMS1601_", env_file=".env", extra="ignore")
+    name: ClassVar[str] = "sms1601"
+    secret_fields: ClassVar[tuple[str, ...]] = ("username", "password")
+    base_url: str = "http://217.19.227.48/module"
+    username: SecretStr | None = None
+    password: SecretStr | None = None
+    password_sha1: bool = False
+    test_mode: bool = False
+
+
+PROVIDER_SETTINGS: dict[str, type[ProviderSettings]] = {
+    "keccel": KeccelSettings,
+    "smsclub": SmsClubSettings,
+    "kingsms": KingSmsSettings,
+    "sms1601": Sms1601Settings,
+}
+
+
+class Settings(BaseSettings):
+    """Process-wide settings (the contract's table, plus a few of our own)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMSQ_", env_file=".env", extra="ignore")
+
+    broker_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path("./var")
+    public_url: str | None = None
+    default_provider: str | None = None
+    routes: str | None = None
+    alert_webhook_url: str | None = None
+    flower_basic_auth: SecretStr | None = None
+    api_keys: SecretStr | None = None
+    balance_check_seconds: float = Field(default=3600, gt=0)
+    poll_schedule: str = "30,60,120,300,600,1800,3600"
+    # Our own extensions.
+    retry_deadline_seconds: float = Field(default=1800, gt=0)
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_cap_seconds: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=30, ge=1)
+    enqueue_failure: Literal["keep", "raise"] = "keep"
+    uncertain_send: Literal["reconcile", "resend", "fail"] = "reconcile"
+    tick_seconds: float = Field(default=2.0, gt=0)
+    callback_secret: SecretStr | None = None
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("poll_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @property
+    def poll_delays(self) -> list[float]:
+        return parse_schedule(self.poll_schedule)
+
+    def provider(self, name: str) -> ProviderSettings:
+        return provider_settings(name)
+
+    def configured_providers(self) -> list[str]:
+        return [n for n in PROVIDER_NAMES if provider_settings(n).configured]
+
+
+def parse_schedule(value: str) -> list[float]:
+    """Parse `30,60,120` into delays; every delay must be a positive number."""
+    delays: list[float] = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            delay = float(part)
+        except ValueError:
+            raise ValueError(f"SMSQ_POLL_SCHEDULE: {part!r} is not a number of seconds") from None
+        if delay <= 0:
+            raise ValueError(f"SMSQ_POLL_SCHEDULE: {part!r} must be above zero")
+        delays.append(delay)
+    if not delays:
+        raise ValueError("SMSQ_POLL_SCHEDULE: give at least one delay in seconds")
+    return delays
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+@lru_cache(maxsize=8)
+def provider_settings(name: str) -> ProviderSettings:
+    try:
+        cls = PROVIDER_SETTINGS[name]
+    except KeyError:
+        raise KeyError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}") from None
+    return cls()
+
+
+def reload_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()
+    provider_settings.cache_clear()
+
+
+def all_secrets() -> list[str]:
+    """Every configured secret, for log redaction."""
+    secrets = [s for n in PROVIDER_NAMES for s in provider_settings(n).secret_values()]
+    settings = get_settings()
+    for extra in (settings.flower_basic_auth, settings.api_keys, settings.callback_secret):
+        if extra is not None and extra.get_secret_value():
+            secrets.append(extra.get_secret_value())
+            if extra is settings.api_keys:
+                secrets.extend(k.strip() for k in extra.get_secret_value().split(",") if k.strip())
+    return secrets
