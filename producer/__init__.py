@@ -1,0 +1,18 @@
+"""smsq producer: what web apps import to queue SMS.
+
+from producer import send_sms, send_bulk, get_status, InvalidMessage, EnqueueError
+"""
+
+from producer.api import MessageStatus, get_status, send_bulk, send_sms
+from producer.errors import EnqueueError, InvalidMessage
+from producer.status import Status
+
+__all__ = [
+    "EnqueueError",
+    "InvalidMessage",
+    "MessageStatus",
+    "Status",
+    "get_status",
+    "send_bulk",
+    "send_sms",
+]

@@ -118,6 +118,7 @@ class Settings(BaseSettings):
     enqueue_failure: Literal["keep", "raise"] = "keep"
     uncertain_send: Literal["reconcile", "resend", "fail"] = "reconcile"
     tick_seconds: float = Field(default=2.0, gt=0)
+    sweep_after_seconds: float = Field(default=120.0, gt=0)
     callback_secret: SecretStr | None = None
     log_json: bool = False
     log_level: str = "INFO"

@@ -1,0 +1,308 @@
+"""The producer API that web apps call: validate, store the row, queue the task.
+
+The row is written before the task is queued, so a broker outage loses
+nothing: the row waits in `queued` and beat's sweep queues it again
+(`next_attempt_at` is when the sweep may look at it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from producer import db
+from producer.enqueue import publish_send
+from producer.errors import EnqueueError, InvalidMessage
+from producer.limits import LIMITS
+from producer.models import Message, MessageEvent, utcnow
+from producer.routing import choose_providers
+from producer.settings import get_settings
+from producer.status import Status
+from producer.validation import (
+    check_idempotency_key,
+    check_provider,
+    check_send_at,
+    check_sender,
+    check_text,
+    check_url,
+    normalise_number,
+)
+
+log = logging.getLogger("smsq.producer")
+MAX_BULK = 100_000
+
+
+@dataclass(frozen=True)
+class MessageStatus:
+    """What `get_status` returns: a snapshot of one message."""
+
+    id: str
+    status: str
+    provider: str
+    provider_message_id: str | None
+    to: str
+    text: str
+    sender: str | None
+    encoding: str
+    segments: int
+    attempts: int
+    error: str | None
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+    send_at: datetime | None
+    sent_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Message) -> MessageStatus:
+        return cls(
+            id=row.id,
+            status=row.status,
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            to=row.to,
+            text=row.text,
+            sender=row.sender,
+            encoding=row.encoding,
+            segments=row.segments,
+            attempts=row.attempts,
+            error=row.error,
+            note=row.note,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            send_at=row.send_at,
+            sent_at=row.sent_at,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
+        }
+
+
+def _build_row(
+    number: str,
+    text: str,
+    provider: str | None,
+    sender: object,
+    idempotency_key: str | None,
+    send_at: datetime | None,
+    callback_url: str | None,
+    flash: bool,
+) -> Message:
+    chain = choose_providers(number, provider)
+    chosen = chain[0]
+    info = check_text(text, chosen)
+    checked_sender = check_sender(sender, chosen)
+    if flash and not LIMITS[chosen].supports_flash:
+        raise InvalidMessage("flash", f"{chosen} cannot send flash messages")
+    now = utcnow()
+    return Message(
+        idempotency_key=idempotency_key,
+        to=number,
+        text=text,
+        sender=checked_sender,
+        provider=chosen,
+        fallbacks=",".join(chain[1:]),
+        encoding=info.encoding,
+        segments=info.segments,
+        flash=bool(flash),
+        status=Status.SCHEDULED if send_at else Status.QUEUED,
+        callback_url=callback_url,
+        send_at=send_at,
+        next_attempt_at=None
+        if send_at
+        else now + timedelta(seconds=get_settings().sweep_after_seconds),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _check_flash(flash: object) -> bool:
+    if not isinstance(flash, bool):
+        raise InvalidMessage("flash", "must be True or False")
+    return flash
+
+
+def send_sms(
+    to: str,
+    text: str,
+    provider: str | None = None,
+    sender: str | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | str | None = None,
+    callback_url: str | None = None,
+    flash: bool = False,
+) -> str:
+    """Queue one SMS; return its id. Raises InvalidMessage for bad input (nothing stored)."""
+    number = normalise_number(to, "to")
+    name = check_provider(provider) if provider is not None else None
+    key = check_idempotency_key(idempotency_key)
+    when = check_send_at(send_at)
+    url = check_url(callback_url)
+    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash))
+    return _store_and_queue([row], key)[0]
+
+
+def send_bulk(
+    to: Sequence[str],
+    text: str,
+    provider: str | None = None,
+    sender: str | None = None,
+    idempotency_key: str | None = None,
+    send_at: datetime | str | None = None,
+    callback_url: str | None = None,
+    flash: bool = False,
+) -> list[str]:
+    """Queue one text to many numbers; every number is checked before anything is stored.
+
+    With an idempotency key, message i gets `<key>:<i>`, so the same call twice
+    sends once.
+    """
+    if isinstance(to, str | bytes) or not isinstance(to, Iterable):
+        raise InvalidMessage("to", "must be a list of phone numbers")
+    numbers_in = list(to)
+    if not numbers_in:
+        raise InvalidMessage("to", "is an empty list")
+    if len(numbers_in) > MAX_BULK:
+        raise InvalidMessage("to", f"has {len(numbers_in)} numbers; at most {MAX_BULK} per call")
+    numbers = [normalise_number(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
+    name = check_provider(provider) if provider is not None else None
+    key = check_idempotency_key(idempotency_key)
+    when = check_send_at(send_at)
+    url = check_url(callback_url)
+    is_flash = _check_flash(flash)
+    rows = [
+        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash)
+        for i, n in enumerate(numbers)
+    ]
+    return _store_and_queue(rows, key)
+
+
+def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
+    if key is not None:
+        existing = _existing_ids(rows)
+        if existing is not None:
+            return existing
+    try:
+        with db.session() as s:
+            for row in rows:
+                s.add(row)
+                s.add(
+                    MessageEvent(
+                        message_id=row.id,
+                        provider=row.provider,
+                        source="producer",
+                        kind="status",
+                        new_status=row.status,
+                        note=f"{row.encoding}, {row.segments} part(s)",
+                    )
+                )
+            s.commit()
+    except IntegrityError:
+        existing = _existing_ids(rows) if key is not None else None
+        if existing is not None:
+            return existing
+        raise
+    _queue([r for r in rows if r.status == Status.QUEUED])
+    return [r.id for r in rows]
+
+
+def _existing_ids(rows: list[Message]) -> list[str] | None:
+    """Ids already stored under these idempotency keys (all of them), else None."""
+    keys = [r.idempotency_key for r in rows]
+    with db.session() as s:
+        found = {
+            m.idempotency_key: m.id
+            for m in s.exec(select(Message).where(Message.idempotency_key.in_(keys)))  # type: ignore[union-attr]
+        }
+    if len(found) == len(keys):
+        return [found[k] for k in keys]
+    return None
+
+
+def _queue(rows: list[Message]) -> None:
+    """One task per provider batch. On broker failure keep the rows for the sweep, or raise."""
+    batches: dict[tuple[str, str, str | None], list[str]] = {}
+    for row in rows:
+        batches.setdefault((row.provider, row.text, row.sender), []).append(row.id)
+    failed: list[str] = []
+    error: Exception | None = None
+    for (provider, _text, _sender), ids in batches.items():
+        size = LIMITS[provider].max_batch
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            try:
+                publish_send(chunk)
+            except Exception as exc:  # kombu raises many types for a down broker
+                failed.extend(chunk)
+                error = exc
+    if not failed:
+        return
+    settings = get_settings()
+    with db.session() as s:
+        for row in s.exec(select(Message).where(Message.id.in_(failed))):  # type: ignore[union-attr]
+            if settings.enqueue_failure == "raise":
+                s.delete(row)
+            else:
+                row.next_attempt_at = utcnow()  # the next sweep queues it
+                s.add(row)
+                s.add(
+                    MessageEvent(
+                        message_id=row.id,
+                        provider=row.provider,
+                        source="producer",
+                        kind="retry",
+                        note="broker unreachable at enqueue; kept for the sweep",
+                    )
+                )
+        if settings.enqueue_failure == "raise":
+            for event in s.exec(select(MessageEvent).where(MessageEvent.message_id.in_(failed))):  # type: ignore[union-attr]
+                s.delete(event)
+        s.commit()
+    log.warning(
+        "broker unreachable at enqueue (%s): %d message(s)", type(error).__name__, len(failed)
+    )
+    if settings.enqueue_failure == "raise":
+        raise EnqueueError(
+            f"the broker did not take {len(failed)} message(s) ({type(error).__name__}); "
+            "nothing was stored"
+        ) from error
+
+
+def get_status(message_id: str) -> MessageStatus | None:
+    """The current status of a message, or None when the id is unknown."""
+    if not isinstance(message_id, str) or not message_id.strip():
+        raise InvalidMessage("id", "must be a message id string")
+    with db.session() as s:
+        row = s.get(Message, message_id.strip())
+        return MessageStatus.from_row(row) if row else None
+
+
+def message_events(message_id: str) -> list[dict[str, object]]:
+    """The event history of a message (oldest first), for `smsq status` and the web API."""
+    with db.session() as s:
+        events = s.exec(
+            select(MessageEvent)
+            .where(MessageEvent.message_id == message_id)
+            .order_by(MessageEvent.id)  # type: ignore[arg-type]
+        ).all()
+    return [
+        {
+            "at": e.created_at.isoformat(),
+            "source": e.source,
+            "kind": e.kind,
+            "old_status": e.old_status,
+            "new_status": e.new_status,
+            "applied": e.applied,
+            "note": e.note,
+            "raw": json.loads(e.raw) if e.raw else None,
+        }
+        for e in events
+    ]

@@ -1,0 +1,99 @@
+"""Engine and sessions for the message store; the schema comes from alembic.
+
+SQLite (the default, under SMSQ_DATA_DIR) runs in WAL mode with a busy
+timeout so web, worker threads, beat and producer can share it; set
+SMSQ_DATABASE_URL for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from producer.settings import get_settings
+
+_engine: Engine | None = None
+_engine_url: str | None = None
+_lock = threading.Lock()
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url() -> str:
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    data_dir = Path(settings.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'smsq.db'}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def get_engine() -> Engine:
+    """The process's engine, created (and the schema brought up to date) on first use."""
+    global _engine, _engine_url
+    url = database_url()
+    with _lock:
+        if _engine is None or _engine_url != url:
+            engine = make_engine(url)
+            migrate(engine, url)
+            _engine, _engine_url = engine, url
+        return _engine
+
+
+def reset_engine() -> None:
+    global _engine, _engine_url
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine, _engine_url = None, None
+
+
+def migrate(engine: Engine, url: str) -> None:
+    """`alembic upgrade head`, serialised across processes on this host by a file lock."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    lock_dir = Path(get_settings().data_dir).resolve()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / ".migrate.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            with engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    with Session(get_engine(), expire_on_commit=False) as s:
+        yield s

@@ -1,0 +1,16 @@
+"""The two exceptions a web app sees from the producer."""
+
+from __future__ import annotations
+
+
+class InvalidMessage(ValueError):
+    """Bad input: the message names the field and the rule. Nothing was stored or queued."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class EnqueueError(RuntimeError):
+    """The broker could not take the message (only with SMSQ_ENQUEUE_FAILURE=raise)."""

@@ -1,0 +1,73 @@
+"""Task names, queues and the broker URL, shared by the producer and the worker.
+
+The producer publishes by task name, so it needs none of the worker's code.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from producer.embedded_redis import ensure_embedded_redis
+from producer.settings import get_settings
+
+SEND_TASK = "smsq.send"
+POLL_TASK = "smsq.poll"
+TICK_TASK = "smsq.tick"
+BALANCE_TASK = "smsq.check_balances"
+NOTIFY_TASK = "smsq.notify_app"
+
+SEND_QUEUE = "send"
+POLL_QUEUE = "poll"
+MAINTENANCE_QUEUE = "maintenance"
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    SEND_TASK: {"queue": SEND_QUEUE},
+    POLL_TASK: {"queue": POLL_QUEUE},
+    NOTIFY_TASK: {"queue": POLL_QUEUE},
+    TICK_TASK: {"queue": MAINTENANCE_QUEUE},
+    BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
+}
+
+VISIBILITY_TIMEOUT = 3600  # seconds; every countdown and time limit stays well below it
+MAX_COUNTDOWN = 60.0  # longer waits live in the store and beat enqueues them when due
+
+
+@lru_cache(maxsize=1)
+def broker_url() -> str:
+    settings = get_settings()
+    if settings.broker_url:
+        return settings.broker_url
+    return ensure_embedded_redis(settings.data_dir)
+
+
+def celery_config() -> dict[str, Any]:
+    """Celery settings shared by the producer's publisher and the worker."""
+    url = broker_url()
+    return {
+        "broker_url": url,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+        },
+        "task_routes": TASK_ROUTES,
+        "task_default_queue": SEND_QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }

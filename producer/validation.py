@@ -1,0 +1,138 @@
+"""Checks at the edge: every rule names its field, and runs before anything is stored."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import phonenumbers
+
+from producer.encoding import TextInfo, analyse
+from producer.errors import InvalidMessage
+from producer.limits import LIMITS
+from producer.settings import PROVIDER_NAMES
+
+# What people paste around a number: spaces, dashes, dots, brackets, a leading + or 00.
+_NUMBER_CHARS = re.compile(r"^\+?[0-9 ().\-/]+$")
+# Alphanumeric senders: letters, digits, space and a few marks every network carries.
+_SENDER_ALNUM = re.compile(r"^[A-Za-z0-9 .\-_&]+$")
+_SENDER_NUMERIC = re.compile(r"^\+?[0-9]{3,15}$")
+MAX_IDEMPOTENCY_KEY = 200
+MAX_URL = 2000
+
+
+def normalise_number(value: object, field: str = "to") -> str:
+    """International digits without "+" (243851234567), or InvalidMessage."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InvalidMessage(field, "must be a phone number as a string")
+    raw = str(value).strip()
+    if not raw:
+        raise InvalidMessage(field, "is empty; give an international number like 243851234567")
+    if not _NUMBER_CHARS.match(raw):
+        raise InvalidMessage(
+            field, f"{raw!r} has characters a phone number cannot have (digits, +, spaces only)"
+        )
+    digits = re.sub(r"[^0-9]", "", raw)
+    if raw.startswith("00"):
+        digits = digits[2:]
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidMessage(
+            field, f"{raw!r} is not an international number (country code first)"
+        ) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidMessage(field, f"{raw!r} is not a possible number (wrong length)")
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidMessage(field, f"{raw!r} is not a valid number in its country's plan")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+def check_provider(value: object, field: str = "provider") -> str:
+    if not isinstance(value, str) or value.strip().lower() not in PROVIDER_NAMES:
+        raise InvalidMessage(
+            field, f"unknown provider {value!r}; known: {', '.join(PROVIDER_NAMES)}"
+        )
+    return value.strip().lower()
+
+
+def check_text(value: object, provider: str, field: str = "text") -> TextInfo:
+    if not isinstance(value, str):
+        raise InvalidMessage(field, "must be a string")
+    if not value.strip():
+        raise InvalidMessage(field, "is empty")
+    if "\x00" in value:
+        raise InvalidMessage(field, "contains a NUL character")
+    limits = LIMITS[provider]
+    if len(value) > limits.max_text:
+        raise InvalidMessage(
+            field, f"has {len(value)} characters; {provider} takes at most {limits.max_text}"
+        )
+    info = analyse(value)
+    if info.segments > limits.max_segments:
+        raise InvalidMessage(
+            field,
+            f"needs {info.segments} {info.encoding} parts; {provider} takes at most "
+            f"{limits.max_segments}",
+        )
+    return info
+
+
+def check_sender(value: object, provider: str, field: str = "sender") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidMessage(field, "must be a string")
+    sender = value.strip()
+    if not sender:
+        raise InvalidMessage(field, "is empty; leave it out to use the provider's default")
+    if _SENDER_NUMERIC.match(sender):
+        return sender
+    limit = LIMITS[provider].max_sender
+    if len(sender) > limit:
+        raise InvalidMessage(field, f"{sender!r} is longer than {limit} characters")
+    if not _SENDER_ALNUM.match(sender):
+        raise InvalidMessage(
+            field,
+            f"{sender!r} has characters networks refuse (use letters, digits, space . - _ &)",
+        )
+    if sender.isdigit() is False and not any(ch.isalpha() for ch in sender):
+        raise InvalidMessage(field, f"{sender!r} needs at least one letter")
+    return sender
+
+
+def check_send_at(value: object, field: str = "send_at") -> datetime | None:
+    """An aware or naive-UTC datetime (or ISO 8601 text) in the future, as aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidMessage(field, f"{value!r} is not an ISO 8601 date and time") from None
+    if not isinstance(value, datetime):
+        raise InvalidMessage(field, "must be a datetime")
+    when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    if when <= datetime.now(UTC):
+        raise InvalidMessage(field, f"{value.isoformat()} is in the past")
+    return when
+
+
+def check_idempotency_key(value: object, field: str = "idempotency_key") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidMessage(field, "must be a non-empty string")
+    if len(value) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidMessage(field, f"is longer than {MAX_IDEMPOTENCY_KEY} characters")
+    return value
+
+
+def check_url(value: object, field: str = "callback_url") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value.strip()):
+        raise InvalidMessage(field, "must be an http:// or https:// URL")
+    if len(value) > MAX_URL:
+        raise InvalidMessage(field, f"is longer than {MAX_URL} characters")
+    return value.strip()

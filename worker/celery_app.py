@@ -1,0 +1,48 @@
+"""The Celery app: `celery -A worker.celery_app worker|beat`.
+
+Settings that matter (see producer.queues.celery_config): acks late and
+reject on worker loss (a killed worker's task runs again; the row claim makes
+that safe), prefetch 1, time limits well under the visibility timeout,
+separate queues for send, poll and maintenance. Beat uses redbeat, whose
+Redis lock makes several beat processes on several hosts safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
+from producer.settings import get_settings
+
+app = Celery("smsq", include=["worker.tasks"])
+app.conf.update(celery_config())
+
+_settings = get_settings()
+app.conf.update(
+    beat_scheduler="redbeat.RedBeatScheduler",
+    redbeat_redis_url=broker_url(),
+    redbeat_key_prefix="smsq:redbeat:",
+    beat_max_loop_interval=5,
+    redbeat_lock_timeout=30,  # > beat_max_loop_interval: a dead beat's lock frees in 30 s
+    beat_schedule={
+        "smsq-tick": {"task": TICK_TASK, "schedule": timedelta(seconds=_settings.tick_seconds)},
+        "smsq-balance": {
+            "task": BALANCE_TASK,
+            "schedule": timedelta(seconds=_settings.balance_check_seconds),
+        },
+    },
+)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
+    from worker.logs import install
+
+    install(logger)
+
+
+celery = app

@@ -1,0 +1,195 @@
+"""What beat's short tick does: queue due sends and polls, settle uncertain sends.
+
+Time lives in the store, not in the broker: scheduled sends (`send_at`),
+retries (`next_attempt_at`) and polls (`next_poll_at`) are columns, and this
+tick, run every SMSQ_TICK_SECONDS, queues what is due. Rows left `queued`
+because the broker was down at enqueue are queued again here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import select
+
+from producer import db
+from producer.limits import LIMITS
+from producer.models import Message, utcnow
+from producer.queues import VISIBILITY_TIMEOUT
+from producer.settings import get_settings
+from producer.status import Status
+from worker.transitions import move
+
+log = logging.getLogger("smsq.maintenance")
+
+POLL_LEASE_SECONDS = 120.0  # a leased poll not done by then is picked again
+TICK_LIMIT = 5000  # rows per kind per tick, so one tick stays short
+STUCK_SENDING_SECONDS = 330.0  # longer than task_time_limit (300 s)
+
+
+@dataclass
+class TickResult:
+    scheduled: int = 0
+    requeued: int = 0
+    polls: int = 0
+    uncertain: int = 0
+
+
+SendQueue = Callable[[Sequence[str]], None]
+PollQueue = Callable[[str, Sequence[str]], None]
+
+
+def tick(queue_send: SendQueue, queue_poll: PollQueue) -> TickResult:
+    result = TickResult()
+    result.scheduled = _release_scheduled()
+    result.requeued = _queue_due_sends(queue_send)
+    result.polls = _queue_due_polls(queue_poll)
+    result.uncertain = _settle_stuck_sending()
+    return result
+
+
+def _release_scheduled() -> int:
+    now = utcnow()
+    with db.session() as s:
+        rows = s.exec(
+            select(Message)
+            .where(Message.status == Status.SCHEDULED.value, Message.send_at <= now)  # type: ignore[operator]
+            .limit(TICK_LIMIT)
+        ).all()
+        for row in rows:
+            move(
+                s,
+                row,
+                Status.QUEUED,
+                source="beat",
+                note="scheduled time reached",
+                next_attempt_at=now,
+            )
+        s.commit()
+    return len(rows)
+
+
+def _queue_due_sends(queue_send: SendQueue) -> int:
+    """Queue rows whose `next_attempt_at` has passed; push it on so the next tick skips them."""
+    now = utcnow()
+    later = now + timedelta(seconds=get_settings().sweep_after_seconds)
+    with db.session() as s:
+        rows = s.exec(
+            select(Message)
+            .where(Message.status == Status.QUEUED.value, Message.next_attempt_at <= now)  # type: ignore[operator]
+            .order_by(Message.created_at)  # type: ignore[arg-type]
+            .limit(TICK_LIMIT)
+        ).all()
+        leased: list[Message] = []
+        for row in rows:
+            done = s.execute(
+                update(Message)
+                .where(
+                    Message.id == row.id,  # type: ignore[arg-type]
+                    Message.status == Status.QUEUED.value,  # type: ignore[arg-type]
+                    Message.next_attempt_at == row.next_attempt_at,  # type: ignore[arg-type]
+                )
+                .values(next_attempt_at=later)
+            )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                leased.append(row)
+        s.commit()
+    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    for row in leased:
+        groups.setdefault((row.provider, row.text, row.sender), []).append(row.id)
+    for (provider, _t, _s), ids in groups.items():
+        size = LIMITS[provider].max_batch
+        for start in range(0, len(ids), size):
+            try:
+                queue_send(ids[start : start + size])
+            except Exception:  # broker down: the rows stay queued; lease expires, try again
+                log.warning("could not queue %d due send(s)", len(ids), exc_info=True)
+    return len(leased)
+
+
+def _queue_due_polls(queue_poll: PollQueue) -> int:
+    now = utcnow()
+    lease = now + timedelta(seconds=POLL_LEASE_SECONDS)
+    with db.session() as s:
+        rows = s.exec(
+            select(Message)
+            .where(Message.status == Status.SENT.value, Message.next_poll_at <= now)  # type: ignore[operator]
+            .order_by(Message.next_poll_at)  # type: ignore[arg-type]
+            .limit(TICK_LIMIT)
+        ).all()
+        leased: list[Message] = []
+        for row in rows:
+            done = s.execute(
+                update(Message)
+                .where(
+                    Message.id == row.id,  # type: ignore[arg-type]
+                    Message.next_poll_at == row.next_poll_at,  # type: ignore[arg-type]
+                )
+                .values(next_poll_at=lease)
+            )
+            if done.rowcount == 1:  # type: ignore[attr-defined]
+                leased.append(row)
+        s.commit()
+    by_provider: dict[str, list[str]] = {}
+    for row in leased:
+        by_provider.setdefault(row.provider, []).append(row.id)
+    for provider, ids in by_provider.items():
+        size = max(LIMITS[provider].max_status_batch, 20)
+        for start in range(0, len(ids), size):
+            try:
+                queue_poll(provider, ids[start : start + size])
+            except Exception:
+                log.warning("could not queue polls for %s", provider, exc_info=True)
+    return len(leased)
+
+
+def _settle_stuck_sending() -> int:
+    """Rows in `sending` longer than any task may run: the worker died mid-send.
+
+    SMSQ_UNCERTAIN_SEND decides: `resend` queues them again (at-least-once),
+    `fail` marks them failed (at-most-once), `reconcile` (default) leaves them
+    `sent` without a gateway id when the gateway offers no lookup by our
+    reference, with a note saying so, rather than risk a second SMS.
+    """
+    settings = get_settings()
+    cutoff = utcnow() - timedelta(seconds=min(STUCK_SENDING_SECONDS, VISIBILITY_TIMEOUT))
+    with db.session() as s:
+        rows = s.exec(
+            select(Message)
+            .where(Message.status == Status.SENDING.value, Message.claimed_at <= cutoff)  # type: ignore[operator]
+            .limit(TICK_LIMIT)
+        ).all()
+        for row in rows:
+            if settings.uncertain_send == "resend":
+                move(
+                    s,
+                    row,
+                    Status.QUEUED,
+                    source="beat",
+                    next_attempt_at=utcnow(),
+                    note="uncertain send: worker lost mid-send; resent by SMSQ_UNCERTAIN_SEND",
+                )
+            elif settings.uncertain_send == "fail":
+                move(
+                    s,
+                    row,
+                    Status.FAILED,
+                    source="beat",
+                    error="uncertain send: worker lost mid-send (SMSQ_UNCERTAIN_SEND=fail)",
+                )
+            else:
+                move(
+                    s,
+                    row,
+                    Status.SENT,
+                    source="beat",
+                    next_poll_at=None,
+                    note="uncertain send: worker lost mid-send; the gateway may have it. "
+                    "Not resent (SMSQ_UNCERTAIN_SEND=reconcile)",
+                )
+        s.commit()
+    return len(rows)

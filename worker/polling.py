@@ -1,0 +1,109 @@
+"""PULL delivery tracking: ask the gateway for the status of sent messages when due.
+
+`next_poll_at` lives in the store; beat's tick leases the due rows and queues
+poll tasks in batches the gateway accepts (SMSClub: 100 ids a request).
+After the last delay of SMSQ_POLL_SCHEDULE the message stays `sent`, with a
+note: no report is not a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlmodel import select
+
+from producer import db
+from producer.models import Message, utcnow
+from producer.settings import get_settings
+from producer.status import Status, is_terminal
+from worker import metrics
+from worker.adapters import get_adapter
+from worker.providers.base import PermanentProviderError, RetryableProviderError, StatusReport
+from worker.transitions import load_rows, move, record_event
+
+log = logging.getLogger("smsq.polling")
+
+
+def poll_messages(provider: str, ids: Sequence[str]) -> int:
+    """Poll the status of `ids`; return how many changed status."""
+    with db.session() as s:
+        rows = list(
+            s.exec(
+                select(Message).where(
+                    Message.id.in_(list(ids)),  # type: ignore[union-attr]
+                    Message.provider == provider,
+                    Message.status == Status.SENT.value,
+                    Message.provider_message_id.is_not(None),  # type: ignore[union-attr]
+                )
+            )
+        )
+    if not rows:
+        return 0
+    adapter = get_adapter(provider)
+    reports: list[StatusReport] = []
+    error: str | None = None
+    size = max(1, adapter.max_status_batch)
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        try:
+            reports.extend(adapter.fetch_status([r.provider_message_id or "" for r in chunk]))
+            metrics.POLLS.labels(provider).inc()
+        except (RetryableProviderError, PermanentProviderError) as exc:
+            error = str(exc)
+            log.warning("status poll via %s failed: %s", provider, exc)
+    return _apply(rows, reports, error)
+
+
+def _apply(rows: list[Message], reports: list[StatusReport], error: str | None) -> int:
+    delays = get_settings().poll_delays
+    by_pid: dict[str, list[StatusReport]] = {}
+    for report in reports:
+        by_pid.setdefault(report.provider_message_id, []).append(report)
+    changed = 0
+    now = utcnow()
+    with db.session() as s:
+        for row in load_rows(s, [r.id for r in rows]):
+            for report in by_pid.get(row.provider_message_id or "", []):
+                if report.status is None or report.status == Status.SENT:
+                    record_event(
+                        s,
+                        row.id,
+                        source="poll",
+                        kind="report",
+                        provider=row.provider,
+                        provider_message_id=row.provider_message_id,
+                        new=None,
+                        applied=False,
+                        note=f"pending ({report.raw_status or 'no status'})",
+                        raw=report.raw,
+                    )
+                    continue
+                if move(
+                    s,
+                    row,
+                    report.status,
+                    source="poll",
+                    raw=report.raw,
+                    note=f"raw status {report.raw_status}",
+                    next_poll_at=None,
+                ):
+                    changed += 1
+                    metrics.MESSAGES.labels(row.provider, report.status.value).inc()
+            if is_terminal(row.status):
+                continue
+            count = row.poll_count + 1
+            if count >= len(delays):
+                row.next_poll_at = None
+                row.note = (
+                    f"no final status after {count} polls over {sum(delays):.0f}s; left sent"
+                    + (f" (last error: {error})" if error else "")
+                )
+            else:
+                row.next_poll_at = now + timedelta(seconds=delays[count])
+            row.poll_count = count
+            row.updated_at = now
+            s.add(row)
+        s.commit()
+    return changed

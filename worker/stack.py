@@ -1,0 +1,220 @@
+"""The embedded stack of `smsq dev` and `smsq demo`: Redis, SQLite, worker, beat, web, sandbox.
+
+Every process is real (a Celery worker and beat as subprocesses, uvicorn for
+web, the simulators over loopback); the stack points every provider at the
+sandbox with the sandbox's credentials, so a demo never reaches a real gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from producer.embedded_redis import ensure_embedded_redis, running_url, stop_embedded_redis
+from producer.settings import PROVIDER_NAMES, reload_settings
+from worker.sandbox.base import SANDBOX_CREDENTIALS
+from worker.sandbox.server import RunningSandbox, free_port, start_in_thread
+
+CREDENTIAL_ENV = {
+    "keccel": {"token": "SMSQ_KECCEL_TOKEN"},
+    "smsclub": {"token": "SMSQ_SMSCLUB_TOKEN"},
+    "kingsms": {"api_key": "SMSQ_KINGSMS_API_KEY", "client_id": "SMSQ_KINGSMS_CLIENT_ID"},
+    "sms1601": {"username": "SMSQ_SMS1601_USERNAME", "password": "SMSQ_SMS1601_PASSWORD"},
+}
+SANDBOX_SENDERS = {"keccel": "SMSQ", "smsclub": "SMSQ", "kingsms": "SMSQ", "sms1601": "SMSQ"}
+
+
+def sandbox_env(sandbox_url: str, providers: list[str] | None = None) -> dict[str, str]:
+    """SMSQ_* variables pointing `providers` at a sandbox with its credentials."""
+    env: dict[str, str] = {}
+    for name in providers or list(PROVIDER_NAMES):
+        env[f"SMSQ_{name.upper()}_BASE_URL"] = f"{sandbox_url}/{name}"
+        env[f"SMSQ_{name.upper()}_SENDER"] = SANDBOX_SENDERS[name]
+        for field_name, var in CREDENTIAL_ENV[name].items():
+            env[var] = SANDBOX_CREDENTIALS[name][field_name]
+    return env
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    flower: bool = False
+    delivery_seconds: float = 3.0
+    worker_concurrency: int = 8
+    extra_env: dict[str, str] = field(default_factory=dict)
+    web_port: int = 0
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    sandbox: RunningSandbox | None = None
+    started_redis: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, providers: list[str] | None = None) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        broker = os.environ.get("SMSQ_BROKER_URL")
+        if not broker:
+            self.started_redis = running_url(self.data_dir) is None
+            broker = ensure_embedded_redis(self.data_dir)
+        self.sandbox = start_in_thread(delivery_seconds=self.delivery_seconds)
+        self.web_port = self.web_port or free_port()
+        env = {
+            "SMSQ_DATA_DIR": str(self.data_dir),
+            "SMSQ_BROKER_URL": broker,
+            "SMSQ_TICK_SECONDS": "1",
+            "SMSQ_POLL_SCHEDULE": "1,1,2,3,5,10",
+            "SMSQ_RETRY_BASE_SECONDS": "1",
+            **sandbox_env(self.sandbox.url, providers),
+            **self.extra_env,
+        }
+        os.environ.update(env)
+        self.env = {**os.environ}
+        reload_settings()
+        from producer import db
+
+        db.reset_engine()
+        db.get_engine()  # schema up to date before any process starts
+        self._spawn("worker", self.worker_command())
+        self._spawn("beat", self.beat_command())
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "worker.web:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.web_port),
+                "--log-level",
+                "warning",
+            ],
+        )
+        if self.flower:
+            command = flower_command(port=5555)
+            self.env["FLOWER_BASIC_AUTH"] = os.environ["FLOWER_BASIC_AUTH"]
+            self._spawn("flower", command)
+        self.wait_ready()
+
+    def worker_command(self, name: str = "smsq") -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            str(self.worker_concurrency),
+            "-E",
+            "-Q",
+            "send,poll,maintenance",
+            "-n",
+            f"{name}@%h",
+            "--loglevel",
+            "INFO",
+        ]
+
+    def beat_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "beat",
+            "-S",
+            "redbeat.RedBeatScheduler",
+            "--loglevel",
+            "INFO",
+        ]
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (kept for the child)
+        self.processes[name] = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the worker answers a ping and web answers /healthz."""
+        import httpx
+
+        from producer.enqueue import publisher
+
+        deadline = time.monotonic() + timeout
+        worker_ok = web_ok = False
+        while time.monotonic() < deadline and not (worker_ok and web_ok):
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log"
+                    )
+            if not worker_ok:
+                worker_ok = bool(publisher().control.ping(timeout=0.5))
+            if not web_ok:
+                try:
+                    web_ok = httpx.get(f"{self.web_url}/healthz", timeout=1).status_code < 500
+                except httpx.HTTPError:
+                    web_ok = False
+            time.sleep(0.2)
+        if not (worker_ok and web_ok):
+            raise RuntimeError(
+                f"the stack did not come up in {timeout:.0f}s; see {self.data_dir}/logs"
+            )
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+        if self.started_redis:
+            stop_embedded_redis(self.data_dir)
+            self.started_redis = False
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def flower_command(port: int = 5555) -> list[str]:
+    """Flower with basic auth from SMSQ_FLOWER_BASIC_AUTH (required)."""
+    auth = os.environ.get("SMSQ_FLOWER_BASIC_AUTH", "")
+    if ":" not in auth:
+        raise SystemExit(
+            "smsq: error: SMSQ_FLOWER_BASIC_AUTH must be set to user:password to start Flower"
+        )
+    os.environ["FLOWER_BASIC_AUTH"] = auth  # by environment: never on a command line (ps)
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+    ]

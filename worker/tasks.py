@@ -1,0 +1,61 @@
+"""Thin Celery tasks: ids in, the work done by modules that know nothing of Celery."""
+
+from __future__ import annotations
+
+import logging
+
+from producer.queues import (
+    BALANCE_TASK,
+    MAX_COUNTDOWN,
+    POLL_TASK,
+    SEND_TASK,
+    TICK_TASK,
+)
+from worker.celery_app import app
+
+log = logging.getLogger("smsq.tasks")
+
+
+def _requeue(ids: list[str], countdown: float) -> None:
+    send.apply_async(args=[ids], countdown=min(max(countdown, 0.0), MAX_COUNTDOWN))
+
+
+@app.task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def send(ids: list[str]) -> dict[str, object]:
+    """Send messages by id (one provider batch). Redelivery is harmless: rows are claimed."""
+    from worker.sending import send_messages
+
+    outcome = send_messages(ids, _requeue)
+    return outcome.__dict__
+
+
+@app.task(name=POLL_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def poll(provider: str, ids: list[str]) -> int:
+    """Ask the gateway the delivery status of these messages."""
+    from worker.polling import poll_messages
+
+    return poll_messages(provider, ids)
+
+
+def _queue_poll(provider: str, ids: list[str]) -> None:
+    poll.apply_async(args=[provider, list(ids)])
+
+
+def _queue_send(ids: list[str]) -> None:
+    send.apply_async(args=[list(ids)])
+
+
+@app.task(name=TICK_TASK, ignore_result=True, expires=30)
+def tick() -> dict[str, int]:
+    """Queue due scheduled sends, retries, swept rows and polls."""
+    from worker.maintenance import tick as run_tick
+
+    return run_tick(_queue_send, _queue_poll).__dict__
+
+
+@app.task(name=BALANCE_TASK, ignore_result=True, expires=300)
+def check_balances() -> dict[str, object]:
+    """Fetch every configured provider's balance, store it, raise alerts on crossings."""
+    from worker.balance import check_all
+
+    return check_all()

@@ -1,0 +1,150 @@
+"""Apply status changes to stored messages through the one state machine.
+
+Every change is a conditional UPDATE (`WHERE status = <what we read>`), so
+two workers, a poll and a push racing on one row can never move it backwards
+or twice. Whatever is not applied (late, duplicate, out of order, unknown id)
+is still stored as an event with its raw payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from producer.models import Message, MessageEvent, utcnow
+from producer.status import Status, can_move
+
+log = logging.getLogger("smsq.transitions")
+
+
+def dump_raw(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return json.dumps(raw, default=str, ensure_ascii=False)[:20000]
+    except (TypeError, ValueError):
+        return json.dumps(repr(raw))[:20000]
+
+
+def record_event(
+    s: Session,
+    message_id: str | None,
+    *,
+    source: str,
+    kind: str,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+    old: str | None = None,
+    new: str | None = None,
+    applied: bool = True,
+    note: str | None = None,
+    raw: Any = None,
+) -> None:
+    s.add(
+        MessageEvent(
+            message_id=message_id,
+            provider=provider,
+            provider_message_id=provider_message_id,
+            source=source,
+            kind=kind,
+            old_status=old,
+            new_status=new,
+            applied=applied,
+            note=note,
+            raw=dump_raw(raw),
+        )
+    )
+
+
+def move(
+    s: Session,
+    row: Message,
+    new: Status,
+    *,
+    source: str,
+    raw: Any = None,
+    note: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Move `row` to `new` if the state machine allows it; record the event either way.
+
+    `fields` are other columns to set in the same UPDATE. Returns True when
+    applied. The caller commits.
+    """
+    old = Status(row.status)
+    if not can_move(old, new):
+        record_event(
+            s,
+            row.id,
+            source=source,
+            kind="report",
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            old=old,
+            new=new,
+            applied=False,
+            note=note or f"ignored: {old} -> {new} is not a forward move",
+            raw=raw,
+        )
+        return False
+    now = utcnow()
+    values: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
+    result = s.execute(
+        update(Message)
+        .where(Message.id == row.id, Message.status == old.value)  # type: ignore[arg-type]
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Someone else moved it first: re-read and try once more from there.
+        s.refresh(row)
+        if Status(row.status) != old:
+            return move(s, row, new, source=source, raw=raw, note=note, **fields)
+        return False
+    for key, value in values.items():
+        setattr(row, key, value)
+    record_event(
+        s,
+        row.id,
+        source=source,
+        kind="status",
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        old=old,
+        new=new,
+        note=note,
+        raw=raw,
+    )
+    log.info(
+        "message %s %s -> %s",
+        row.id,
+        old.value,
+        new.value,
+        extra={"message_id": row.id, "provider": row.provider, "status": new.value},
+    )
+    return True
+
+
+def load_rows(s: Session, ids: list[str]) -> list[Message]:
+    """Fresh copies of `ids` in session `s`, in the order given (missing ones dropped)."""
+    found = {m.id: m for m in s.exec(select(Message).where(Message.id.in_(ids)))}  # type: ignore[union-attr]
+    return [found[i] for i in ids if i in found]
+
+
+def claim(s: Session, message_id: str, now: datetime) -> bool:
+    """`queued -> sending` for one row, atomically; False if another task has it."""
+    result = s.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == Status.QUEUED.value)  # type: ignore[arg-type]
+        .values(
+            status=Status.SENDING.value,
+            claimed_at=now,
+            updated_at=now,
+            attempts=Message.attempts + 1,
+        )
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]

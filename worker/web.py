@@ -1,0 +1,189 @@
+"""The web process (`worker.web:app`): delivery callbacks, health, metrics, HTTP enqueue API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from sqlalchemy import func, text
+from sqlmodel import select
+
+from producer import db
+from producer.api import get_status, send_bulk, send_sms
+from producer.errors import EnqueueError, InvalidMessage
+from producer.models import Message
+from producer.settings import PROVIDER_NAMES, get_settings
+from worker import metrics
+from worker.callbacks import token_is_valid
+from worker.providers.base import ProviderError
+
+log = logging.getLogger("smsq.web")
+
+app = FastAPI(
+    title="smsq",
+    version="0.1.0",
+    description="Delivery callbacks, health, metrics and the HTTP enqueue API of smsq.",
+)
+
+_registry = CollectorRegistry()
+_registry.register(metrics.SharedCollector())
+
+
+class MessageIn(BaseModel):
+    to: str | list[str] = Field(description="International number, or a list for a bulk send")
+    text: str
+    provider: str | None = None
+    sender: str | None = None
+    idempotency_key: str | None = None
+    send_at: str | None = Field(default=None, description="ISO 8601, in the future")
+    callback_url: str | None = None
+    flash: bool = False
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, Any]:
+    """Liveness and what this process can reach."""
+    checks: dict[str, Any] = {}
+    try:
+        with db.session() as s:
+            s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        checks["database"] = "ok"
+    except Exception as exc:  # report, never crash the health check
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        metrics._redis().ping()
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+    )  # type: ignore[return-value]
+
+
+@app.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Counters from every worker (kept in Redis) and message counts from the store."""
+    body = generate_latest(_registry).decode()
+    lines = [
+        "# HELP smsq_messages_by_status Messages in the store by provider and status",
+        "# TYPE smsq_messages_by_status gauge",
+    ]
+    try:
+        with db.session() as s:
+            rows = s.exec(
+                select(Message.provider, Message.status, func.count()).group_by(
+                    Message.provider, Message.status
+                )
+            ).all()
+        for provider, status, count in rows:
+            lines.append(
+                f'smsq_messages_by_status{{provider="{provider}",status="{status}"}} {count}'
+            )
+    except Exception:
+        log.warning("metrics: store unavailable", exc_info=True)
+    return PlainTextResponse(body + "\n".join(lines) + "\n", media_type=CONTENT_TYPE_LATEST)
+
+
+async def _dlr(provider: str, token: str, request: Request) -> Response:
+    from worker.adapters import get_adapter
+    from worker.dlr import apply_push
+
+    if provider not in PROVIDER_NAMES:
+        return JSONResponse({"error": "unknown provider"}, status_code=404)
+    try:
+        valid = token_is_valid(provider, token)
+    except Exception:
+        log.warning("callback secret unavailable", exc_info=True)
+        return JSONResponse({"error": "callback secret unavailable"}, status_code=503)
+    if not valid:
+        metrics.CALLBACKS.labels(provider, "forged").inc()
+        return JSONResponse({"error": "forbidden"}, status_code=403)
+    params: dict[str, str] = dict(request.query_params)
+    body = await request.body()
+    if request.method == "POST" and "form" in (request.headers.get("content-type") or ""):
+        try:
+            form = await request.form()
+            params.update({k: str(v) for k, v in form.items()})
+        except Exception:
+            pass
+    try:
+        reports = get_adapter(provider).parse_callback(params, body)
+    except ProviderError as exc:
+        metrics.CALLBACKS.labels(provider, "malformed").inc()
+        return JSONResponse({"error": f"malformed callback: {exc}"}, status_code=400)
+    except Exception:
+        metrics.CALLBACKS.labels(provider, "malformed").inc()
+        return JSONResponse({"error": "malformed callback"}, status_code=400)
+    counts = apply_push(provider, reports)
+    metrics.CALLBACKS.labels(provider, "accepted").inc()
+    return JSONResponse({"ok": True, **counts})
+
+
+app.add_api_route("/dlr/{provider}/{token}", _dlr, methods=["GET", "POST"], include_in_schema=False)
+
+
+def _authorised(authorization: str | None) -> bool:
+    keys = get_settings().api_keys
+    if keys is None or not keys.get_secret_value():
+        return False
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return False
+    given = authorization[7:].strip()
+    return any(
+        hmac.compare_digest(given, k.strip())
+        for k in keys.get_secret_value().split(",")
+        if k.strip()
+    )
+
+
+def _api_guard(authorization: str | None) -> JSONResponse | None:
+    keys = get_settings().api_keys
+    if keys is None or not keys.get_secret_value():
+        return JSONResponse(
+            {"error": "the HTTP enqueue API is off (set SMSQ_API_KEYS)"}, status_code=404
+        )
+    if not _authorised(authorization):
+        return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
+    return None
+
+
+@app.post("/v1/messages", status_code=201)
+def create_message(body: MessageIn, authorization: str | None = Header(default=None)) -> Any:
+    """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`."""
+    denied = _api_guard(authorization)
+    if denied:
+        return denied
+    kwargs = body.model_dump(exclude={"to"})
+    try:
+        if isinstance(body.to, list):
+            ids = send_bulk(body.to, **kwargs)
+            return JSONResponse({"ids": ids}, status_code=201)
+        mid = send_sms(body.to, **kwargs)
+    except InvalidMessage as exc:
+        return JSONResponse(
+            {"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422
+        )
+    except EnqueueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+    return JSONResponse({"id": mid}, status_code=201)
+
+
+@app.get("/v1/messages/{message_id}")
+def read_message(message_id: str, authorization: str | None = Header(default=None)) -> Any:
+    denied = _api_guard(authorization)
+    if denied:
+        return denied
+    try:
+        status = get_status(message_id)
+    except InvalidMessage as exc:
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
+    if status is None:
+        return JSONResponse({"error": "no such message"}, status_code=404)
+    return status.to_dict()
