@@ -147,4 +147,15 @@ def claim(s: Session, message_id: str, now: datetime) -> bool:
             attempts=Message.attempts + 1,
         )
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    record_event(
+        s,
+        message_id,
+        source="worker",
+        kind="status",
+        old=Status.QUEUED.value,
+        new=Status.SENDING.value,
+        note="claimed for sending",
+    )
+    return True

@@ -1,0 +1,95 @@
+"""The real stack for integration tests: embedded Redis, a Celery worker and beat as
+subprocesses, the web process, and the gateway simulators over loopback.
+
+Package-scoped: started once for tests/integration, stopped (and the
+environment restored) when the package is done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from producer import db, get_status
+from producer.enqueue import reset_publisher
+from producer.queues import broker_url
+from producer.settings import reload_settings
+from producer.status import Status
+from worker.stack import Stack
+
+TEST_ENV = {
+    "SMSQ_POLL_SCHEDULE": "0.3,0.3,0.5,1,1,2,5",
+    "SMSQ_TICK_SECONDS": "0.5",
+    "SMSQ_RETRY_BASE_SECONDS": "0.2",
+    "SMSQ_RETRY_CAP_SECONDS": "1",
+    "SMSQ_SWEEP_AFTER_SECONDS": "30",
+}
+
+
+def _reset_process_state() -> None:
+    reload_settings()
+    broker_url.cache_clear()
+    reset_publisher()
+    db.reset_engine()
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key.startswith("SMSQ_"):
+            del os.environ[key]
+    _reset_process_state()
+    running = Stack(
+        data_dir=tmp_path_factory.mktemp("smsq"),
+        delivery_seconds=0.5,
+        worker_concurrency=4,
+        extra_env=TEST_ENV,
+    )
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        _reset_process_state()
+
+
+@pytest.fixture
+def sims(stack: Stack):  # type: ignore[no-untyped-def]
+    assert stack.sandbox is not None
+    sims = stack.sandbox.sandbox.sims
+    yield sims
+    for sim in sims.values():
+        sim.faults.clear()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def wait_status(message_id: str, *statuses: Status, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    wanted = {s.value for s in statuses}
+
+    def reached():  # type: ignore[no-untyped-def]
+        st = get_status(message_id)
+        return st if st is not None and st.status in wanted else None
+
+    try:
+        return wait_for(reached, timeout)
+    except AssertionError:
+        st = get_status(message_id)
+        raise AssertionError(
+            f"{message_id} is {st.status if st else None} ({st.error if st else ''}), "
+            f"not {sorted(wanted)} after {timeout}s"
+        ) from None
