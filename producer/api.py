@@ -276,6 +276,47 @@ def _queue(rows: list[Message]) -> None:
         ) from error
 
 
+def cancel(message_id: str) -> MessageStatus:
+    """Cancel a message not yet sent (scheduled, or queued and not claimed): it becomes
+    `failed` with the error "cancelled". A message already claimed or sent cannot be."""
+    from sqlalchemy import update
+
+    if not isinstance(message_id, str) or not message_id.strip():
+        raise InvalidMessage("id", "must be a message id string")
+    now = utcnow()
+    with db.session() as s:
+        result = s.execute(
+            update(Message)
+            .where(
+                Message.id == message_id.strip(),  # type: ignore[arg-type]
+                Message.status.in_([Status.SCHEDULED.value, Status.QUEUED.value]),  # type: ignore[attr-defined]
+            )
+            .values(
+                status=Status.FAILED.value, error="cancelled", updated_at=now, next_attempt_at=None
+            )
+        )
+        row = s.get(Message, message_id.strip())
+        if row is None:
+            raise InvalidMessage("id", f"no message {message_id!r}")
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InvalidMessage(
+                "id", f"message is {row.status}: only scheduled or queued messages can be cancelled"
+            )
+        s.add(
+            MessageEvent(
+                message_id=row.id,
+                provider=row.provider,
+                source="producer",
+                kind="status",
+                new_status=Status.FAILED.value,
+                note="cancelled",
+            )
+        )
+        s.commit()
+        s.refresh(row)
+        return MessageStatus.from_row(row)
+
+
 def get_status(message_id: str) -> MessageStatus | None:
     """The current status of a message, or None when the id is unknown."""
     if not isinstance(message_id, str) or not message_id.strip():

@@ -8,10 +8,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from producer.errors import EnqueueError, InvalidMessage
 from producer.settings import PROVIDER_NAMES, get_settings
+from worker.providers.base import ProviderError
 
 
 class UsageError(Exception):
@@ -52,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the store's schema up to date")
     sub.add_parser("flower", help="start Flower with basic auth from SMSQ_FLOWER_BASIC_AUTH")
 
+    cancel = sub.add_parser("cancel", help="cancel a message not yet sent")
+    cancel.add_argument("id")
+
+    senders = sub.add_parser("senders", help="sender names the provider allows")
+    senders.add_argument("provider", choices=["smsclub"])
+
+    report = sub.add_parser("report", help="delivery reports from the provider")
+    report.add_argument("provider", choices=["kingsms", "sms1601"])
+    report.add_argument("--from", dest="date_from", help="YYYY-MM-DD (kingsms)")
+    report.add_argument("--to", dest="date_to", help="YYYY-MM-DD (kingsms)")
+    report.add_argument("--count", type=int, default=100, help="last N reports (sms1601)")
+    report.add_argument("--json", action="store_true")
+
     cb = sub.add_parser("callback-url", help="the delivery-callback URL to give a provider")
     cb.add_argument("provider", choices=PROVIDER_NAMES)
     return p
@@ -70,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidMessage as exc:
         print(f"smsq: error: {exc}", file=sys.stderr)
         return 2
+    except ProviderError as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 1
     except (EnqueueError, UsageError) as exc:
         print(f"smsq: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
@@ -204,7 +222,70 @@ def _callback_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from producer.api import cancel
+
+    st = cancel(args.id)
+    print(f"{st.id} cancelled")
+    return 0
+
+
+def _senders(args: argparse.Namespace) -> int:
+    from worker.adapters import get_adapter
+
+    for name in get_adapter(args.provider).fetch_senders():  # type: ignore[attr-defined]
+        print(name)
+    return 0
+
+
+def _parse_day(value: str | None, field: str) -> date:
+    if not value:
+        raise UsageError(f"{field}: give a date as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{field}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from worker.adapters import get_adapter
+
+    adapter = get_adapter(args.provider)
+    if args.provider == "kingsms":
+        start, end = _parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to")
+        if end < start:
+            raise UsageError("--to: must not be before --from")
+        reports = adapter.fetch_reports(start, end)  # type: ignore[attr-defined]
+    else:
+        if args.count < 1:
+            raise UsageError("--count: must be at least 1")
+        reports = adapter.fetch_report(args.count)  # type: ignore[attr-defined]
+    rows = [
+        {
+            "provider_message_id": r.provider_message_id,
+            "status": r.status.value if r.status else None,
+            "raw_status": r.raw_status,
+            "to": r.to,
+            "at": r.occurred_at.isoformat() if r.occurred_at else None,
+        }
+        for r in reports
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            status = row["status"] or "-"
+            print(
+                f"{row['provider_message_id']:>12}  {row['raw_status']:<14} {status:<12} "
+                f"{row['to'] or ''} {row['at'] or ''}"
+            )
+    return 0
+
+
 _COMMANDS = {
+    "cancel": _cancel,
+    "senders": _senders,
+    "report": _report,
     "send": _send,
     "status": _status,
     "balance": _balance,

@@ -1,0 +1,19 @@
+"""Runs last in the package: no configured secret appears in any process's log."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.sandbox.base import SANDBOX_CREDENTIALS
+
+pytestmark = pytest.mark.integration
+
+
+def test_no_secret_in_any_log_line(stack) -> None:  # type: ignore[no-untyped-def]
+    logs = sorted((stack.data_dir / "logs").glob("*.log"))
+    assert {p.stem for p in logs} >= {"worker", "beat", "web"}
+    text = "\n".join(p.read_text(errors="replace") for p in logs)
+    assert "smsq.send" in text  # the worker did log its tasks
+    secrets = [v for creds in SANDBOX_CREDENTIALS.values() for v in creds.values() if len(v) > 3]
+    leaked = [s for s in secrets if s in text]
+    assert leaked == []
