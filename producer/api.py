@@ -186,48 +186,55 @@ def send_bulk(
 
 
 def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
-    if key is not None:
-        existing = _existing_ids(rows)
-        if existing is not None:
-            return existing
+    """Insert the rows and queue them. With idempotency keys, rows whose key is already
+    stored are not inserted again: their stored ids are returned in their place."""
+    existing = _existing_ids(rows) if key is not None else {}
+    fresh = [r for r in rows if r.idempotency_key not in existing]
     try:
-        with db.session() as s:
-            for row in rows:
-                s.add(row)
-                s.add(
-                    MessageEvent(
-                        message_id=row.id,
-                        provider=row.provider,
-                        source="producer",
-                        kind="status",
-                        new_status=row.status,
-                        note=f"{row.encoding}, {row.segments} part(s)",
-                    )
-                )
-            s.commit()
+        _insert(fresh)
     except IntegrityError:
-        existing = _existing_ids(rows) if key is not None else None
-        if existing is not None:
-            return existing
-        raise
-    _queue([r for r in rows if r.status == Status.QUEUED])
-    return [r.id for r in rows]
+        if key is None:
+            raise
+        # Another caller inserted some of the same keys in between: take theirs.
+        existing = _existing_ids(rows)
+        fresh = [r for r in rows if r.idempotency_key not in existing]
+        _insert(fresh)
+    _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
+    return [existing.get(r.idempotency_key, r.id) if r.idempotency_key else r.id for r in rows]
 
 
-def _existing_ids(rows: list[Message]) -> list[str] | None:
-    """Ids already stored under these idempotency keys (all of them), else None."""
-    keys = [r.idempotency_key for r in rows]
+def _insert(rows: list[Message]) -> None:
+    if not rows:
+        return
     with db.session() as s:
-        found = {
-            m.idempotency_key: m.id
-            for m in s.exec(select(Message).where(Message.idempotency_key.in_(keys)))  # type: ignore[union-attr]
-        }
-    if len(found) == len(keys):
-        return [found[k] for k in keys]
-    return None
+        for row in rows:
+            s.add(row)
+            s.add(
+                MessageEvent(
+                    message_id=row.id,
+                    provider=row.provider,
+                    source="producer",
+                    kind="status",
+                    new_status=row.status,
+                    note=f"{row.encoding}, {row.segments} part(s)",
+                )
+            )
+        s.commit()
 
 
-def _queue(rows: list[Message]) -> None:
+def _existing_ids(rows: list[Message]) -> dict[str | None, str]:
+    """Ids already stored under these rows' idempotency keys."""
+    keys = [r.idempotency_key for r in rows if r.idempotency_key]
+    found: dict[str | None, str] = {}
+    with db.session() as s:
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            query = select(Message).where(Message.idempotency_key.in_(chunk))  # type: ignore[union-attr]
+            found.update({m.idempotency_key: m.id for m in s.exec(query)})
+    return found
+
+
+def _queue(rows: list[Message], total: int) -> None:
     """One task per provider batch. On broker failure keep the rows for the sweep, or raise."""
     batches: dict[tuple[str, str, str | None], list[str]] = {}
     for row in rows:
@@ -270,10 +277,14 @@ def _queue(rows: list[Message]) -> None:
         "broker unreachable at enqueue (%s): %d message(s)", type(error).__name__, len(failed)
     )
     if settings.enqueue_failure == "raise":
-        raise EnqueueError(
-            f"the broker did not take {len(failed)} message(s) ({type(error).__name__}); "
-            "nothing was stored"
-        ) from error
+        queued = [r.id for r in rows if r.id not in set(failed)]
+        problem = EnqueueError(
+            f"the broker did not take {len(failed)} of {total} message(s) "
+            f"({type(error).__name__}); those were not stored"
+            + (f"; {len(queued)} were queued and will be sent" if queued else "")
+        )
+        problem.queued_ids = queued  # type: ignore[attr-defined]
+        raise problem from error
 
 
 def cancel(message_id: str) -> MessageStatus:

@@ -50,10 +50,18 @@ def _gsm7_segments(text: str) -> int:
     return parts
 
 
-def _ucs2_segments(units: int) -> int:
+def _ucs2_segments(text: str, units: int) -> int:
+    """Parts of a UCS-2 text; a surrogate pair (an emoji) is never split across parts."""
     if units <= UCS2_SINGLE:
         return 1
-    return -(-units // UCS2_MULTI)
+    parts, used = 1, 0
+    for ch in text:
+        width = 2 if ord(ch) > 0xFFFF else 1
+        if used + width > UCS2_MULTI:
+            parts += 1
+            used = 0
+        used += width
+    return parts
 
 
 def analyse(text: str) -> TextInfo:
@@ -61,4 +69,4 @@ def analyse(text: str) -> TextInfo:
     if is_gsm7(text):
         return TextInfo("gsm7", gsm7_septets(text), _gsm7_segments(text) if text else 1)
     units = len(text.encode("utf-16-le")) // 2
-    return TextInfo("ucs2", units, _ucs2_segments(units))
+    return TextInfo("ucs2", units, _ucs2_segments(text, units))

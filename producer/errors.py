@@ -13,4 +13,15 @@ class InvalidMessage(ValueError):
 
 
 class EnqueueError(RuntimeError):
-    """The broker could not take the message (only with SMSQ_ENQUEUE_FAILURE=raise)."""
+    """The broker could not take the message (only with SMSQ_ENQUEUE_FAILURE=raise).
+
+    Messages the broker did not take are not stored. In a bulk send, batches
+    queued before the failure stay queued (`queued_ids`); calling again with
+    the same idempotency key queues only the rest.
+    """
+
+    queued_ids: list[str]
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.queued_ids = []

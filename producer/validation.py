@@ -13,7 +13,7 @@ from producer.limits import LIMITS
 from producer.settings import PROVIDER_NAMES
 
 # What people paste around a number: spaces, dashes, dots, brackets, a leading + or 00.
-_NUMBER_CHARS = re.compile(r"^\+?[0-9 ().\-/]+$")
+_NUMBER_CHARS = re.compile(r"^\(?\+?[0-9 ().\-/]+$")
 # Alphanumeric senders: letters, digits, space and a few marks every network carries.
 _SENDER_ALNUM = re.compile(r"^[A-Za-z0-9 .\-_&]+$")
 _SENDER_NUMERIC = re.compile(r"^\+?[0-9]{3,15}$")
