@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -263,9 +264,12 @@ def to_float(value: Any) -> float | None:
         return None
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
     try:
-        return float(str(value).strip().replace(",", "."))
-    except ValueError:
+        number = (
+            float(value)
+            if isinstance(value, int | float)
+            else float(str(value).strip().replace(",", "."))
+        )
+    except (ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None

@@ -113,7 +113,9 @@ class KeccelAdapter(ProviderAdapter):
         description = str(data.get("description") or "").strip()
         message_id = data.get("messageid")
         message_id = str(message_id).strip() if message_id not in (None, "") else None
-        raw = {k: v for k, v in data.items() if k != "token"}
+        raw = {
+            k: self._scrub(v) if isinstance(v, str) else v for k, v in data.items() if k != "token"
+        }
         if raw_status.upper() == "SENT" or (message_id and raw_status.upper() != "REJECTED"):
             if not message_id:
                 raise RetryableProviderError("keccel: send accepted without a messageID", raw=raw)
@@ -123,7 +125,8 @@ class KeccelAdapter(ProviderAdapter):
             msg.ref,
             Status.REJECTED,
             message_id,
-            error=f"keccel rejected the message: {description or raw_status or 'no reason given'}",
+            error="keccel rejected the message: "
+            + (self._scrub(description) or raw_status or "no reason given"),
             raw=raw,
         )
 
@@ -137,9 +140,13 @@ class KeccelAdapter(ProviderAdapter):
         self._check_http(response)
         data = _lower_keys(self._json(response))
         raw_status = str(data.get("status") or "").strip()
-        if raw_status.upper() == "ERROR":
-            description = str(data.get("description") or "")
+        description = str(data.get("description") or "")
+        if raw_status.upper() in ("ERROR", "REJECTED") or description:
             self._raise_account_error(description, data)
+        if raw_status.upper() == "REJECTED":  # a refusal of the request, not a delivery status
+            raise PermanentProviderError(
+                f"keccel: status request refused: {self._scrub(description) or 'no reason'}"
+            )
         return StatusReport(
             provider_message_id=str(data.get("messageid") or provider_id).strip(),
             status=self.map_status(raw_status),
@@ -196,9 +203,18 @@ class KeccelAdapter(ProviderAdapter):
                 code=str(response.status_code),
             )
 
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
     def _raise_account_error(self, description: str, raw: Any) -> None:
         lowered = description.lower()
+        clean = self._scrub(description)
+        safe_raw = (
+            {k: self._scrub(v) if isinstance(v, str) else v for k, v in raw.items()}
+            if isinstance(raw, dict)
+            else None
+        )
         if any(word in lowered for word in _RETRYABLE_ERRORS):
-            raise RetryableProviderError(f"keccel: {description}", raw=raw)
+            raise RetryableProviderError(f"keccel: {clean}", raw=safe_raw)
         if any(word in lowered for word in _ACCOUNT_ERRORS):
-            raise PermanentProviderError(f"keccel: {description}", raw=raw)
+            raise PermanentProviderError(f"keccel: {clean}", raw=safe_raw)

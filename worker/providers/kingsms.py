@@ -164,7 +164,12 @@ def parse_kingsms_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    if not parsed.tzinfo:
+        return parsed
+    try:
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+    except (OverflowError, ValueError):
+        return None
 
 
 def seconds_to_lome_midnight(now: datetime | None = None) -> float:

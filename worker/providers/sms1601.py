@@ -120,9 +120,9 @@ def _amsterdam_to_utc(parts: Sequence[str | None]) -> datetime | None:
     try:
         year, month, day, hour, minute, second = (int(p or 0) for p in parts)
         local = datetime(year, month, day, hour, minute, second, tzinfo=AMSTERDAM)
-    except (TypeError, ValueError):
+        return local.astimezone(UTC).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def parse_sms1601_date(value: Any) -> datetime | None:
@@ -307,6 +307,10 @@ class Sms1601Adapter(ProviderAdapter):
     def _read_send_answer(
         self, messages: Sequence[OutgoingMessage], answer: str, *, scheduled: bool
     ) -> list[SendResult]:
+        if answer.lstrip().startswith("<"):  # an HTML error page, not the gateway's answer
+            raise RetryableProviderError(
+                f"sms1601: answer is an HTML page, not OK/ERROR: {self._snippet(answer)!r}"
+            )
         parsed = [p for p in (_parse_line(line) for line in _lines(answer)) if p is not None]
         if not parsed:
             raise RetryableProviderError(

@@ -198,7 +198,7 @@ class SmsClubAdapter(ProviderAdapter):
         if raw_info is None or raw_add is None:
             raise RetryableProviderError("smsclub: send answer of an unexpected shape", raw=data)
         pairs = [(str(k).strip(), _digits(v)) for k, v in raw_info.items()]
-        if all(pid.isdigit() for pid, _ in pairs):
+        if all(pid.isdecimal() for pid, _ in pairs):
             pairs.sort(key=lambda pair: int(pair[0]))
         ids: dict[str, deque[str]] = {}
         for pid, phone in pairs:
