@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlmodel import select
@@ -73,15 +73,16 @@ def _release_scheduled() -> int:
     return len(rows)
 
 
-def _queue_due_sends(queue_send: SendQueue) -> int:
-    """Queue rows whose `next_attempt_at` has passed; push it on so the next tick skips them."""
+def _lease_due(status: Status, column: str, until: datetime) -> list[Message]:
+    """Rows in `status` whose `column` time has passed, each moved on to `until` by a
+    conditional UPDATE, so two beats (or two ticks) never queue the same row twice."""
     now = utcnow()
-    later = now + timedelta(seconds=get_settings().sweep_after_seconds)
+    due_at = getattr(Message, column)
     with db.session() as s:
         rows = s.exec(
             select(Message)
-            .where(Message.status == Status.QUEUED.value, Message.next_attempt_at <= now)  # type: ignore[operator]
-            .order_by(Message.created_at)  # type: ignore[arg-type]
+            .where(Message.status == status.value, due_at <= now)  # type: ignore[arg-type]
+            .order_by(due_at)
             .limit(TICK_LIMIT)
         ).all()
         leased: list[Message] = []
@@ -90,14 +91,21 @@ def _queue_due_sends(queue_send: SendQueue) -> int:
                 update(Message)
                 .where(
                     Message.id == row.id,  # type: ignore[arg-type]
-                    Message.status == Status.QUEUED.value,  # type: ignore[arg-type]
-                    Message.next_attempt_at == row.next_attempt_at,  # type: ignore[arg-type]
+                    Message.status == status.value,  # type: ignore[arg-type]
+                    due_at == getattr(row, column),
                 )
-                .values(next_attempt_at=later)
+                .values({column: until})
             )
             if done.rowcount == 1:  # type: ignore[attr-defined]
                 leased.append(row)
         s.commit()
+    return leased
+
+
+def _queue_due_sends(queue_send: SendQueue) -> int:
+    """Queue rows whose `next_attempt_at` has passed; push it on so the next tick skips them."""
+    later = utcnow() + timedelta(seconds=get_settings().sweep_after_seconds)
+    leased = _lease_due(Status.QUEUED, "next_attempt_at", later)
     groups: dict[tuple[str, str, str | None], list[str]] = {}
     for row in leased:
         groups.setdefault((row.provider, row.text, row.sender), []).append(row.id)
@@ -112,28 +120,8 @@ def _queue_due_sends(queue_send: SendQueue) -> int:
 
 
 def _queue_due_polls(queue_poll: PollQueue) -> int:
-    now = utcnow()
-    lease = now + timedelta(seconds=POLL_LEASE_SECONDS)
-    with db.session() as s:
-        rows = s.exec(
-            select(Message)
-            .where(Message.status == Status.SENT.value, Message.next_poll_at <= now)  # type: ignore[operator]
-            .order_by(Message.next_poll_at)  # type: ignore[arg-type]
-            .limit(TICK_LIMIT)
-        ).all()
-        leased: list[Message] = []
-        for row in rows:
-            done = s.execute(
-                update(Message)
-                .where(
-                    Message.id == row.id,  # type: ignore[arg-type]
-                    Message.next_poll_at == row.next_poll_at,  # type: ignore[arg-type]
-                )
-                .values(next_poll_at=lease)
-            )
-            if done.rowcount == 1:  # type: ignore[attr-defined]
-                leased.append(row)
-        s.commit()
+    lease = utcnow() + timedelta(seconds=POLL_LEASE_SECONDS)
+    leased = _lease_due(Status.SENT, "next_poll_at", lease)
     by_provider: dict[str, list[str]] = {}
     for row in leased:
         by_provider.setdefault(row.provider, []).append(row.id)
