@@ -22,7 +22,7 @@ from producer.errors import EnqueueError, InvalidMessage
 from producer.limits import LIMITS
 from producer.models import Message, MessageEvent, utcnow
 from producer.routing import choose_providers
-from producer.settings import get_settings
+from producer.settings import get_settings, provider_settings
 from producer.status import Status
 from producer.validation import (
     check_idempotency_key,
@@ -103,6 +103,7 @@ def _build_row(
     if flash and not LIMITS[chosen].supports_flash:
         raise InvalidMessage("flash", f"{chosen} cannot send flash messages")
     now = utcnow()
+    held_by_gateway = send_at is not None and gateway_schedules(chosen)
     return Message(
         idempotency_key=idempotency_key,
         to=number,
@@ -113,14 +114,21 @@ def _build_row(
         encoding=info.encoding,
         segments=info.segments,
         flash=bool(flash),
-        status=Status.SCHEDULED if send_at else Status.QUEUED,
+        status=Status.SCHEDULED if send_at and not held_by_gateway else Status.QUEUED,
         callback_url=callback_url,
         send_at=send_at,
         next_attempt_at=None
-        if send_at
+        if send_at and not held_by_gateway
         else now + timedelta(seconds=get_settings().sweep_after_seconds),
         created_at=now,
         updated_at=now,
+    )
+
+
+def gateway_schedules(provider: str) -> bool:
+    """True when `provider` keeps scheduled messages in its own outbox (1601SMS, opt-in)."""
+    return provider == "sms1601" and bool(
+        getattr(provider_settings(provider), "outbox_scheduling", False)
     )
 
 

@@ -84,6 +84,9 @@ class Sms1601Settings(ProviderSettings):
     password: SecretStr | None = None
     password_sha1: bool = False
     test_mode: bool = False
+    # Hand messages with `send_at` to the gateway's outbox (`datum`) at once, instead of
+    # holding them in smsq's store; `smsq cancel ID` then removes them from the outbox.
+    outbox_scheduling: bool = False
 
 
 PROVIDER_SETTINGS: dict[str, type[ProviderSettings]] = {

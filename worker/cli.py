@@ -223,9 +223,9 @@ def _callback_url(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from producer.api import cancel
+    from worker.cancel import cancel_message
 
-    st = cancel(args.id)
+    st = cancel_message(args.id)
     print(f"{st.id} cancelled")
     return 0
 

@@ -24,6 +24,7 @@ from datetime import timedelta
 from sqlmodel import select
 
 from producer import db
+from producer.api import gateway_schedules
 from producer.limits import LIMITS
 from producer.models import Message, utcnow
 from producer.queues import MAX_COUNTDOWN
@@ -79,6 +80,7 @@ def _outgoing(row: Message) -> OutgoingMessage:
         segments=row.segments,
         flash=row.flash,
         dlr_url=dlr_url_for(row.provider),
+        send_at=row.send_at if row.send_at and gateway_schedules(row.provider) else None,
     )
 
 
@@ -157,7 +159,29 @@ def _store_results(
                 )
                 outcome.failed += 1
                 continue
-            if result.accepted:
+            outbox_id = result.raw.get("outbox_id") if isinstance(result.raw, dict) else None
+            if result.accepted and outbox_id:
+                held = (
+                    f"in the {provider} outbox until {row.send_at} (outbox id {outbox_id}); "
+                    "smsq cancel removes it"
+                )
+                move(
+                    s,
+                    row,
+                    Status.SENT,
+                    source="worker",
+                    raw=result.raw,
+                    note=held,
+                    provider_message_id=str(outbox_id),
+                    sent_at=now,
+                    error=None,
+                    next_attempt_at=None,
+                    next_poll_at=None,
+                )
+                row.note = held
+                s.add(row)
+                outcome.sent += 1
+            elif result.accepted:
                 move(
                     s,
                     row,

@@ -100,3 +100,22 @@ def test_cli_balance_json_lists_every_configured_provider(stack, sims, capsys) -
     assert rows["keccel"]["balance"] == 42.0
     assert rows["keccel"]["expires_at"] is not None
     assert rows["smsclub"]["unit"] == "UAH"
+
+
+def test_sms1601_outbox_scheduling_and_cancel(stack, sims, capsys) -> None:  # type: ignore[no-untyped-def]
+    """With SMSQ_SMS1601_OUTBOX_SCHEDULING, a later send goes to the gateway's outbox at
+    once (`datum`, outbox id kept); `smsq cancel` removes it from that outbox."""
+    outbox = sims["sms1601"].outbox
+    when = datetime.now(UTC) + timedelta(hours=2)
+    mid = send_sms(
+        "31612345671", f"outbox {uuid.uuid4().hex[:8]}", provider="sms1601", send_at=when
+    )
+    st = wait_status(mid, Status.SENT)
+    assert st.provider_message_id in outbox
+    assert "outbox" in (st.note or "")
+    assert cli.main(["cancel", mid]) == 0
+    after = get_status(mid)
+    assert after is not None and after.status == "failed"
+    assert "removed from the sms1601 outbox" in (after.error or "")
+    assert st.provider_message_id not in outbox
+    assert cli.main(["cancel", mid]) == 2  # nothing left to cancel
