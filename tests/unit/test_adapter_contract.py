@@ -492,6 +492,22 @@ def test_auth_failure_quoting_the_credentials_does_not_leak_them(name: str, op: 
     assert_no_secret(spec, str(info.value))
 
 
+@pytest.mark.parametrize(("name", "op"), cases(NAMES, [(op,) for op in OPS]))
+def test_garbage_page_quoting_the_credentials_does_not_leak_them(name: str, op: str) -> None:
+    """A non-JSON page that echoes the credentials: whether the adapter raises (quoting
+    the page) or reads it as "no news", no credential shows in the error or the result."""
+    spec = SPECS[name]
+    page = "Bad request from " + " / ".join(spec.secrets)
+    adapter = build(spec, always(lambda: httpx.Response(200, text=page)))
+    try:
+        result = call(spec, adapter, op)
+    except ProviderError as exc:
+        assert_no_secret(spec, str(exc))
+        assert_no_secret(spec, repr(exc.raw))
+    else:
+        assert_no_secret(spec, repr(result))
+
+
 # -- an HTML error page with HTTP 200 --------------------------------------------------
 NGINX_PAGE = """<html>
 <head><title>502 Bad Gateway</title></head>

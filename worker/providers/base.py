@@ -225,12 +225,31 @@ class ProviderAdapter(ABC):
             )
         return response
 
+    def _secrets(self) -> tuple[str, ...]:
+        """The credentials this adapter holds; `_scrub` keeps them out of errors and `raw`."""
+        return ()
+
+    def _scrub(self, text: str) -> str:
+        """`text` with every credential (4 characters or more) replaced by `***`."""
+        for secret in self._secrets():
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _scrub_raw(self, data: Any) -> Any:
+        """A copy of a decoded answer with credentials scrubbed from every string in it."""
+        if isinstance(data, dict):
+            return {k: self._scrub_raw(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self._scrub_raw(v) for v in data]
+        return self._scrub(data) if isinstance(data, str) else data
+
     def _json(self, response: httpx.Response) -> Any:
         """Decode a JSON body or raise a retryable error (an HTML error page, say)."""
         try:
             return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            snippet = response.text[:80].replace("\n", " ") if response.content else ""
+            snippet = self._scrub(response.text[:80].replace("\n", " ")) if response.content else ""
             raise RetryableProviderError(
                 f"{self.name}: answer is not JSON (HTTP {response.status_code}): {snippet!r}"
             ) from exc

@@ -113,9 +113,7 @@ class KeccelAdapter(ProviderAdapter):
         description = str(data.get("description") or "").strip()
         message_id = data.get("messageid")
         message_id = str(message_id).strip() if message_id not in (None, "") else None
-        raw = {
-            k: self._scrub(v) if isinstance(v, str) else v for k, v in data.items() if k != "token"
-        }
+        raw = self._scrub_raw({k: v for k, v in data.items() if k != "token"})
         if raw_status.upper() == "SENT" or (message_id and raw_status.upper() != "REJECTED"):
             if not message_id:
                 raise RetryableProviderError("keccel: send accepted without a messageID", raw=raw)
@@ -203,17 +201,13 @@ class KeccelAdapter(ProviderAdapter):
                 code=str(response.status_code),
             )
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._token,)
 
     def _raise_account_error(self, description: str, raw: Any) -> None:
         lowered = description.lower()
         clean = self._scrub(description)
-        safe_raw = (
-            {k: self._scrub(v) if isinstance(v, str) else v for k, v in raw.items()}
-            if isinstance(raw, dict)
-            else None
-        )
+        safe_raw = self._scrub_raw(raw) if isinstance(raw, dict) else None
         if any(word in lowered for word in _RETRYABLE_ERRORS):
             raise RetryableProviderError(f"keccel: {clean}", raw=safe_raw)
         if any(word in lowered for word in _ACCOUNT_ERRORS):

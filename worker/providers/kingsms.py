@@ -445,7 +445,7 @@ class KingSmsAdapter(ProviderAdapter):
         return message
 
     def _error_reason(self, data: dict[str, Any]) -> str:
-        return self._redact(_text(_first(data, _MESSAGE_KEYS)))[:200]
+        return self._scrub(_text(_first(data, _MESSAGE_KEYS)))[:200]
 
     def _error_text(self, response: httpx.Response) -> str:
         """The body's own message, short and without secrets."""
@@ -456,13 +456,10 @@ class KingSmsAdapter(ProviderAdapter):
         text = _text(_first(data, (*_MESSAGE_KEYS, "status")))
         if not text:
             text = response.text.replace("\n", " ").strip() if response.content else ""
-        return self._redact(text)[:200] or "request refused"
+        return self._scrub(text)[:200] or "request refused"
 
-    def _redact(self, text: str) -> str:
-        for secret in (self._api_key, self._client_id):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._api_key, self._client_id)
 
     def _clean(self, data: Any) -> Any:
         """A copy of an answer without credential keys or values, fit for `raw`."""
@@ -472,9 +469,7 @@ class KingSmsAdapter(ProviderAdapter):
             }
         if isinstance(data, list):
             return [self._clean(v) for v in data]
-        if isinstance(data, str) and self._api_key and self._api_key in data:
-            return self._redact(data)
-        return data
+        return self._scrub(data) if isinstance(data, str) else data
 
 
 def _active(value: Any) -> bool | None:

@@ -540,12 +540,8 @@ class Sms1601Adapter(ProviderAdapter):
         lines = _lines(answer)
         return _parse_line(lines[0]) if lines else None
 
-    def _scrub(self, text: str) -> str:
-        """Remove the credentials from text that goes into errors or `raw`."""
-        for secret in (self._password, self._password_hash, self._username):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return text
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._password, self._password_hash, self._username)
 
     def _snippet(self, text: str) -> str:
         return self._scrub(text[:80].replace("\n", " "))

@@ -291,11 +291,11 @@ class SmsClubAdapter(ProviderAdapter):
         money = _MONEY_RE.search(text or "")
         amount = to_float(money.group(1)) if money else None
         if amount is None:
-            snippet = (text or "")[:80].replace("\n", " ")
+            snippet = self._scrub((text or "")[:80].replace("\n", " "))
             raise RetryableProviderError(f"smsclub: balance answer is not JSON: {snippet!r}")
         currency = _CURRENCY_RE.search(text)
         unit = currency.group(1).upper() if currency else "UAH"
-        return Balance(amount=amount, unit=unit, raw={"text": text[:500]})
+        return Balance(amount=amount, unit=unit, raw={"text": self._scrub(text[:500])})
 
     def fetch_senders(self) -> list[str]:
         """The account's active alpha names (src_addr values the gateway accepts)."""
@@ -332,8 +332,8 @@ class SmsClubAdapter(ProviderAdapter):
             raw=data if isinstance(data, dict | list) else None,
         )
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+    def _secrets(self) -> tuple[str, ...]:
+        return (self._token,)
 
     def _safe_body(self, response: httpx.Response) -> Any:
         try:
