@@ -136,9 +136,6 @@ class Settings(BaseSettings):
     def poll_delays(self) -> list[float]:
         return parse_schedule(self.poll_schedule)
 
-    def provider(self, name: str) -> ProviderSettings:
-        return provider_settings(name)
-
     def configured_providers(self) -> list[str]:
         return [n for n in PROVIDER_NAMES if provider_settings(n).configured]
 

@@ -18,10 +18,3 @@ def get_adapter(name: str) -> ProviderAdapter:
             adapter = build_adapter(name)
             _adapters[name] = adapter
         return adapter
-
-
-def reset_adapters() -> None:
-    with _lock:
-        for adapter in _adapters.values():
-            adapter.close()
-        _adapters.clear()

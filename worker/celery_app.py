@@ -43,6 +43,3 @@ def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
     from worker.logs import install
 
     install(logger)
-
-
-celery = app

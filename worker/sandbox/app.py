@@ -51,10 +51,6 @@ class Sandbox:
         yield
         await self._close()
 
-    def base_url(self, root: str, name: str) -> str:
-        """The SMSQ_<P>_BASE_URL that points provider `name` at this sandbox."""
-        return f"{root.rstrip('/')}/{name}"
-
     async def _close(self) -> None:
         for sim in self.sims.values():
             await sim.close()
