@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from producer.queues import SEND_TASK, celery_config
+from producer.queues import NOTIFY_TASK, SEND_TASK, celery_config
 
 log = logging.getLogger("smsq.producer")
 _app: Celery | None = None
@@ -47,4 +47,11 @@ def publish_send(ids: Sequence[str], countdown: float | None = None) -> None:
         countdown=countdown,
         retry=True,
         retry_policy=PUBLISH_RETRY_POLICY,
+    )
+
+
+def publish_notify(ids: Sequence[int]) -> None:
+    """Queue the POST of application status callbacks (notification row ids)."""
+    publisher().send_task(
+        NOTIFY_TASK, args=[list(ids)], retry=True, retry_policy=PUBLISH_RETRY_POLICY
     )

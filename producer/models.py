@@ -45,6 +45,9 @@ class Message(SQLModel, table=True):
     sent_at: datetime | None = None
     next_poll_at: datetime | None = Field(default=None, index=True)
     poll_count: int = 0
+    # Per-part delivery states of a long message, when a gateway reports parts
+    # one by one: JSON {"1": "delivered", "2": "sent"}. Delivered only when all are.
+    part_status: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class MessageEvent(SQLModel, table=True):
@@ -64,3 +67,25 @@ class MessageEvent(SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     raw: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AppNotification(SQLModel, table=True):
+    """A status change to POST to the application's `callback_url` (an outbox row).
+
+    Written in the same transaction as the status change, so a crash never
+    loses one; a task delivers it, retrying with backoff, apart from sends.
+    """
+
+    __tablename__ = "app_notifications"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(index=True, max_length=32)
+    provider: str | None = Field(default=None, max_length=20)
+    url: str = Field(max_length=2000)
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body, as sent
+    state: str = Field(default="pending", index=True, max_length=12)  # pending|delivered|failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default_factory=utcnow, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

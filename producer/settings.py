@@ -123,6 +123,15 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(default=2.0, gt=0)
     sweep_after_seconds: float = Field(default=120.0, gt=0)
     callback_secret: SecretStr | None = None
+    # `both` DLR mode: wait this long for a push before falling back to polling.
+    push_grace_seconds: float = Field(default=600.0, gt=0)
+    # Status callbacks to the application (`callback_url`): attempts and per-POST timeout.
+    app_callback_max_attempts: int = Field(default=12, ge=1)
+    app_callback_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Circuit breaker per provider: open after this many retryable failures in a row,
+    # stay open (no calls, fallback used) for the cool-down.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -7,7 +7,6 @@ from sqlmodel import select
 from producer import db
 from producer.models import Message
 from producer.status import Status
-from worker import metrics
 from worker.providers.base import StatusReport
 from worker.transitions import move, record_event
 
@@ -63,7 +62,6 @@ def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
                 next_poll_at=None,
             ):
                 counts["applied"] += 1
-                metrics.MESSAGES.labels(provider, report.status.value).inc()
             else:
                 counts["ignored"] += 1
         s.commit()

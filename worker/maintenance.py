@@ -22,6 +22,7 @@ from producer.models import Message, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
+from worker import notify
 from worker.transitions import move
 
 log = logging.getLogger("smsq.maintenance")
@@ -37,18 +38,24 @@ class TickResult:
     requeued: int = 0
     polls: int = 0
     uncertain: int = 0
+    notifications: int = 0
 
 
 SendQueue = Callable[[Sequence[str]], None]
 PollQueue = Callable[[str, Sequence[str]], None]
+NotifyQueue = Callable[[Sequence[int]], None]
 
 
-def tick(queue_send: SendQueue, queue_poll: PollQueue) -> TickResult:
+def tick(
+    queue_send: SendQueue, queue_poll: PollQueue, queue_notify: NotifyQueue | None = None
+) -> TickResult:
     result = TickResult()
     result.scheduled = _release_scheduled()
     result.requeued = _queue_due_sends(queue_send)
     result.polls = _queue_due_polls(queue_poll)
     result.uncertain = _settle_stuck_sending()
+    if queue_notify is not None:
+        result.notifications = notify.queue_due(queue_notify)
     return result
 
 

@@ -61,7 +61,7 @@ CALLBACKS = SharedCounter(
     "smsq_dlr_callbacks", "Delivery callbacks received", ("provider", "result")
 )
 APP_CALLBACKS = SharedCounter(
-    "smsq_app_callbacks", "Status callbacks POSTed to applications", ("result",)
+    "smsq_app_callbacks", "Status callbacks POSTed to applications", ("provider", "result")
 )
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import select
 
 from producer import db
 from producer.models import Message, utcnow
-from producer.settings import get_settings
+from producer.settings import get_settings, provider_settings
 from producer.status import Status, is_terminal
 from worker import metrics
 from worker.adapters import get_adapter
@@ -24,6 +24,22 @@ from worker.providers.base import PermanentProviderError, RetryableProviderError
 from worker.transitions import load_rows, move, record_event
 
 log = logging.getLogger("smsq.polling")
+
+
+def first_poll_at(provider: str, sent_at: datetime) -> datetime | None:
+    """When to ask first about a message just sent, by the provider's DLR mode.
+
+    `pull`: after the schedule's first delay. `push`: never (the gateway calls
+    us). `both`: only if no push has come within SMSQ_PUSH_GRACE_SECONDS; then
+    the schedule runs as in `pull`.
+    """
+    settings = get_settings()
+    mode = provider_settings(provider).dlr_mode
+    if mode == "push":
+        return None
+    if mode == "both":
+        return sent_at + timedelta(seconds=settings.push_grace_seconds)
+    return sent_at + timedelta(seconds=settings.poll_delays[0])
 
 
 def poll_messages(provider: str, ids: Sequence[str]) -> int:
@@ -90,7 +106,6 @@ def _apply(rows: list[Message], reports: list[StatusReport], error: str | None) 
                     next_poll_at=None,
                 ):
                     changed += 1
-                    metrics.MESSAGES.labels(row.provider, report.status.value).inc()
             if is_terminal(row.status):
                 continue
             count = row.poll_count + 1

@@ -33,6 +33,7 @@ from producer.status import Status
 from worker import metrics
 from worker.adapters import get_adapter
 from worker.callbacks import dlr_url_for
+from worker.polling import first_poll_at
 from worker.providers.base import (
     OutgoingMessage,
     PermanentProviderError,
@@ -142,10 +143,8 @@ def _store_results(
     provider: str, rows: list[Message], results: list[SendResult], outcome: SendOutcome
 ) -> None:
     by_ref = {r.ref: r for r in results}
-    settings = get_settings()
-    mode = provider_settings(provider).dlr_mode
     now = utcnow()
-    first_poll = now + timedelta(seconds=settings.poll_delays[0]) if mode != "push" else None
+    first_poll = first_poll_at(provider, now)
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             result = by_ref.get(row.id)
@@ -196,7 +195,6 @@ def _store_results(
                     next_poll_at=first_poll if result.provider_message_id else None,
                     poll_count=0,
                 )
-                metrics.MESSAGES.labels(provider, Status.SENT.value).inc()
                 outcome.sent += 1
             else:
                 move(
@@ -211,7 +209,6 @@ def _store_results(
                     provider_message_id=result.provider_message_id,
                     next_attempt_at=None,
                 )
-                metrics.MESSAGES.labels(provider, Status.REJECTED.value).inc()
                 outcome.rejected += 1
         s.commit()
 
@@ -286,7 +283,6 @@ def _fail(rows: list[Message], error: str, raw: object = None) -> None:
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             move(s, row, Status.FAILED, source="worker", raw=raw, error=error, next_attempt_at=None)
-            metrics.MESSAGES.labels(row.provider, Status.FAILED.value).inc()
         s.commit()
 
 

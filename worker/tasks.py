@@ -7,6 +7,7 @@ import logging
 from producer.queues import (
     BALANCE_TASK,
     MAX_COUNTDOWN,
+    NOTIFY_TASK,
     POLL_TASK,
     SEND_TASK,
     TICK_TASK,
@@ -37,6 +38,18 @@ def poll(provider: str, ids: list[str]) -> int:
     return poll_messages(provider, ids)
 
 
+@app.task(name=NOTIFY_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def notify_app(ids: list[int]) -> dict[str, int]:
+    """POST status changes to the applications' callback URLs (notification ids)."""
+    from worker.notify import deliver
+
+    return deliver(ids)
+
+
+def _queue_notify(ids: list[int]) -> None:
+    notify_app.apply_async(args=[list(ids)])
+
+
 def _queue_poll(provider: str, ids: list[str]) -> None:
     poll.apply_async(args=[provider, list(ids)])
 
@@ -50,7 +63,7 @@ def tick() -> dict[str, int]:
     """Queue due scheduled sends, retries, swept rows and polls."""
     from worker.maintenance import tick as run_tick
 
-    return run_tick(_queue_send, _queue_poll).__dict__
+    return run_tick(_queue_send, _queue_poll, _queue_notify).__dict__
 
 
 @app.task(name=BALANCE_TASK, ignore_result=True, expires=300)

@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from producer.models import Message, MessageEvent, utcnow
 from producer.status import Status, can_move
+from worker import metrics, notify
 
 log = logging.getLogger("smsq.transitions")
 
@@ -107,6 +108,9 @@ def move(
         return False
     for key, value in values.items():
         setattr(row, key, value)
+    metrics.MESSAGES.labels(row.provider, new.value).inc()
+    if notify.wants_notification(row, old.value, new.value):
+        notify.add_notification(s, row, old.value, new.value, now)
     record_event(
         s,
         row.id,
