@@ -23,12 +23,12 @@ dev: $(STAMP)
 	$(BIN)/smsq dev
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check producer worker tests
-	$(BIN)/ruff check producer worker tests
+	$(BIN)/ruff format --check producer worker tests bench
+	$(BIN)/ruff check producer worker tests bench
 
 format: $(STAMP)
-	$(BIN)/ruff format producer worker tests
-	$(BIN)/ruff check --fix producer worker tests
+	$(BIN)/ruff format producer worker tests bench
+	$(BIN)/ruff check --fix producer worker tests bench
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
@@ -23,6 +23,7 @@ _engine: Engine | None = None
 _engine_url: str | None = None
 _lock = threading.Lock()
 MIGRATIONS = Path(__file__).with_name("migrations")
+PG_LOCK = 0x736D7371  # "smsq": the advisory lock key of schema migrations
 
 
 def database_url() -> str:
@@ -74,7 +75,9 @@ def reset_engine() -> None:
 
 
 def migrate(engine: Engine, url: str) -> None:
-    """`alembic upgrade head`, serialised across processes on this host by a file lock."""
+    """`alembic upgrade head`, serialised across processes: a file lock on this host,
+    and on PostgreSQL a transaction-level advisory lock across hosts too, so every
+    process may bring the schema up to date at start without racing another."""
     from alembic import command
     from alembic.config import Config
 
@@ -87,6 +90,8 @@ def migrate(engine: Engine, url: str) -> None:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCK})
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         finally:

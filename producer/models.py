@@ -89,3 +89,72 @@ class AppNotification(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class BalanceSnapshot(SQLModel, table=True):
+    """One balance check of one provider: the history behind burn rates and projections."""
+
+    __tablename__ = "balance_snapshots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(index=True, max_length=20)
+    amount: float | None = None  # None when the check failed
+    unit: str | None = Field(default=None, max_length=16)
+    expires_at: datetime | None = None  # the credits' expiry, where the gateway reports it
+    active: bool | None = None  # None: the gateway does not say
+    state: str = Field(default="active", max_length=12)  # active|expired|inactive|error
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AlertState(SQLModel, table=True):
+    """Whether an alert kind is firing for a provider, shared by every process and host.
+
+    Raising an alert is a conditional update from not firing to firing, so of
+    two checks racing on two hosts exactly one raises it; it re-arms (back to
+    not firing) only once the condition has cleared with some margin.
+    """
+
+    __tablename__ = "alert_states"
+
+    provider: str = Field(primary_key=True, max_length=20)
+    kind: str = Field(primary_key=True, max_length=16)  # low_balance|expiring|expired|inactive
+    firing: bool = False
+    fired_at: datetime | None = None
+    cleared_at: datetime | None = None
+    last_alert_id: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Alert(SQLModel, table=True):
+    """A raised balance alert (the history): what was seen and the sentence sent."""
+
+    __tablename__ = "alerts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(index=True, max_length=20)
+    kind: str = Field(max_length=16)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body, no secrets
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AlertDelivery(SQLModel, table=True):
+    """Outbox row: one alert to one channel (webhook, email), retried until delivered.
+
+    Written in the alert's transaction, so a channel that is down at first
+    never loses the alert. The channel's address comes from the settings at
+    delivery time (a webhook URL may carry a token: it is never stored).
+    """
+
+    __tablename__ = "alert_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(index=True)
+    channel: str = Field(max_length=12)  # webhook|email
+    state: str = Field(default="pending", index=True, max_length=12)  # pending|delivered|failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default_factory=utcnow, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

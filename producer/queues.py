@@ -16,6 +16,7 @@ POLL_TASK = "smsq.poll"
 TICK_TASK = "smsq.tick"
 BALANCE_TASK = "smsq.check_balances"
 NOTIFY_TASK = "smsq.notify_app"
+ALERT_TASK = "smsq.deliver_alerts"
 
 SEND_QUEUE = "send"
 POLL_QUEUE = "poll"
@@ -27,6 +28,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     NOTIFY_TASK: {"queue": POLL_QUEUE},
     TICK_TASK: {"queue": MAINTENANCE_QUEUE},
     BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
+    ALERT_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 
 VISIBILITY_TIMEOUT = 3600  # seconds; every countdown and time limit stays well below it

@@ -132,6 +132,18 @@ class Settings(BaseSettings):
     # stay open (no calls, fallback used) for the cool-down.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # Balance alerts: e-mail (besides SMSQ_ALERT_WEBHOOK_URL and the log), re-arming
+    # and the burn-rate window.
+    alert_email_to: str | None = None  # comma list of addresses
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "smsq@localhost"
+    smtp_starttls: bool = False
+    # A low-balance alert re-arms only once the balance is above threshold x this ratio.
+    alert_rearm_ratio: float = Field(default=1.1, ge=1.0)
+    burn_window_days: float = Field(default=7.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -192,7 +204,12 @@ def all_secrets() -> list[str]:
     """Every configured secret, for log redaction."""
     secrets = [s for n in PROVIDER_NAMES for s in provider_settings(n).secret_values()]
     settings = get_settings()
-    for extra in (settings.flower_basic_auth, settings.api_keys, settings.callback_secret):
+    for extra in (
+        settings.flower_basic_auth,
+        settings.api_keys,
+        settings.callback_secret,
+        settings.smtp_password,
+    ):
         if extra is not None and extra.get_secret_value():
             secrets.append(extra.get_secret_value())
             if extra is settings.api_keys:

@@ -42,8 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("id")
     status.add_argument("--json", action="store_true")
 
-    balance = sub.add_parser("balance", help="balance, expiry and state per provider")
+    balance = sub.add_parser(
+        "balance", help="balance, expiry, projection, state and last alert per provider"
+    )
     balance.add_argument("--json", action="store_true")
+
+    alerts = sub.add_parser("alerts", help="balance alerts raised, newest first")
+    alerts.add_argument("--provider", choices=PROVIDER_NAMES)
+    alerts.add_argument("--limit", type=int, default=20)
+    alerts.add_argument("--json", action="store_true")
 
     sandbox = sub.add_parser("sandbox", help="serve the gateway simulators")
     sandbox.add_argument("--port", type=int, default=8025)
@@ -131,9 +138,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _balance(args: argparse.Namespace) -> int:
-    from worker.balance import fetch_all
+    from worker.alert_rules import describe_projection
+    from worker.balance import enrich, fetch_all, record_guard
 
-    rows = fetch_all()
+    rows = enrich(fetch_all())
+    for row in rows:  # a renewed account sends again at once, not at the next check
+        record_guard(row)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
@@ -141,19 +151,42 @@ def _balance(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="balances")
-    for column in ("provider", "balance", "unit", "expires", "state"):
+    for column in ("provider", "balance", "unit", "expires", "runs out in", "state", "last alert"):
         table.add_column(column)
     for r in rows:
+        last = r.last_alert
         table.add_row(
             r.provider,
             "-" if r.amount is None else f"{r.amount:g}",
             r.unit or "",
-            r.expires_at.isoformat() if r.expires_at else "-",
+            r.expires_at.isoformat(timespec="minutes") if r.expires_at else "-",
+            "-" if r.error else describe_projection(r.projection_days),
             r.state if not r.error else f"error: {r.error}",
+            f"{last['kind']} {str(last['created_at'])[:16]}" if last else "-",
         )
-    Console().print(table)
+    console = Console()
+    (console if console.is_terminal else Console(width=160)).print(table)
     if not rows:
         print("no provider is configured")
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from worker.alerts import history
+
+    if args.limit < 1:
+        raise UsageError("--limit: must be at least 1")
+    rows = history(limit=args.limit, provider=args.provider)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no balance alert has been raised")
+        return 0
+    for row in rows:
+        sent = ", ".join(f"{d['channel']} {d['state']}" for d in row["deliveries"]) or "log only"
+        print(f"{row['created_at'][:19]}  {row['provider']:<8} {row['kind']:<12} {row['message']}")
+        print(f"{'':30}({sent})")
     return 0
 
 
@@ -213,12 +246,25 @@ def _flower(args: argparse.Namespace) -> int:
 
 
 def _callback_url(args: argparse.Namespace) -> int:
+    from producer.limits import LIMITS
+    from producer.settings import provider_settings
     from worker.callbacks import callback_url
 
+    if not LIMITS[args.provider].supports_push:
+        raise UsageError(
+            f"provider: {args.provider} does not push delivery reports; smsq polls it (pull)"
+        )
     url = callback_url(args.provider)
     if url is None:
         raise UsageError("SMSQ_PUBLIC_URL is not set: the providers cannot reach smsq")
     print(url)
+    mode = provider_settings(args.provider).dlr_mode
+    if mode == "pull":
+        print(
+            f"note: SMSQ_{args.provider.upper()}_DLR_MODE is pull; set push or both "
+            "so smsq expects the callbacks",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -289,6 +335,7 @@ _COMMANDS = {
     "send": _send,
     "status": _status,
     "balance": _balance,
+    "alerts": _alerts,
     "sandbox": _sandbox,
     "dev": _dev,
     "demo": _demo,

@@ -53,6 +53,8 @@ def run_demo(data_dir: Path, timeout: float = 120.0) -> int:
         sent = _send_batch(providers, console)
         _follow(sent, timeout, console)
         ok = _final_table(sent, console)
+        # The simulated Keccel account expires in five days: the check warns (`expiring`).
+        httpx.post(f"{stack.sandbox.url}/_control/keccel/account", json={"expires_in_days": 5})
         _balances(console)
         return 0 if ok else 1
     finally:
@@ -135,17 +137,39 @@ def _final_table(sent: list[tuple[str, str, str]], console: Console) -> bool:
 
 
 def _balances(console: Console) -> None:
-    from worker.balance import fetch_all
+    """Run one balance check (as beat does), then show balances and the balance alerts."""
+    from worker.alert_rules import describe_projection
+    from worker.alerts import active
+    from worker.balance import check_all
 
+    try:
+        rows = check_all()
+        firing = active()
+    except Exception as exc:  # the demo's verdict is the messages' statuses
+        console.print(f"[yellow]balance check failed: {type(exc).__name__}: {exc}[/]")
+        return
     table = Table(title="balances")
-    for column in ("provider", "balance", "unit", "expires", "state"):
+    for column in ("provider", "balance", "unit", "expires", "runs out in", "state"):
         table.add_column(column)
-    for row in fetch_all():
+    for row in rows.values():
+        assert isinstance(row, dict)
         table.add_row(
-            row.provider,
-            "-" if row.amount is None else f"{row.amount:g}",
-            row.unit or "",
-            row.expires_at.isoformat() if row.expires_at else "-",
-            row.state if not row.error else f"error: {row.error}",
+            str(row["provider"]),
+            "-" if row["balance"] is None else f"{row['balance']:g}",
+            str(row["unit"] or ""),
+            str(row["expires_at"] or "-")[:16],
+            describe_projection(row["projection_days"]),
+            str(row["state"]) if not row["error"] else f"error: {row['error']}",
         )
     console.print(table)
+    if not firing:
+        console.print("no balance alerts")
+        return
+    alerts = Table(title="balance alerts")
+    for column in ("provider", "kind", "since", "message"):
+        alerts.add_column(column)
+    for alert in firing:
+        alerts.add_row(
+            alert["provider"], alert["kind"], str(alert["since"] or "")[:19], alert["message"]
+        )
+    console.print(alerts)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+import json
+
+from sqlmodel import Session, select
 
 from producer import db
-from producer.models import Message
+from producer.models import Message, MessageEvent
 from producer.status import Status
 from worker.providers.base import StatusReport
-from worker.transitions import move, record_event
+from worker.reports import apply_report
+from worker.transitions import record_event
 
 
 def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
@@ -24,6 +27,8 @@ def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
             ).first()
             if row is None and report.ref:
                 row = s.get(Message, report.ref)
+                if row is not None and row.provider != provider:
+                    row = None
             if row is None:
                 record_event(
                     s,
@@ -32,37 +37,50 @@ def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
                     kind="report",
                     provider=provider,
                     provider_message_id=report.provider_message_id,
+                    new=report.status.value if report.status else None,
                     applied=False,
                     note=f"unknown message id ({report.raw_status})",
                     raw=report.raw,
                 )
                 counts["unknown"] += 1
                 continue
-            if report.status is None or report.status == Status.SENT:
-                record_event(
-                    s,
-                    row.id,
-                    source="push",
-                    kind="report",
-                    provider=provider,
-                    provider_message_id=report.provider_message_id,
-                    applied=False,
-                    note=f"pending ({report.raw_status})",
-                    raw=report.raw,
-                )
-                counts["ignored"] += 1
-                continue
-            if move(
-                s,
-                row,
-                report.status,
-                source="push",
-                raw=report.raw,
-                note=f"raw status {report.raw_status}",
-                next_poll_at=None,
-            ):
+            if apply_report(s, row, report, "push"):
                 counts["applied"] += 1
             else:
                 counts["ignored"] += 1
         s.commit()
     return counts
+
+
+def adopt_early_reports(s: Session, row: Message) -> int:
+    """Apply pushes that arrived before the send's answer was stored.
+
+    A fast gateway can push the report before the worker has written the
+    gateway id, so the push was kept as an unknown-id event. Once the id is
+    stored, those events are claimed for the message and applied in order.
+    """
+    if not row.provider_message_id:
+        return 0
+    early = s.exec(
+        select(MessageEvent)
+        .where(
+            MessageEvent.message_id.is_(None),  # type: ignore[union-attr]
+            MessageEvent.provider == row.provider,
+            MessageEvent.provider_message_id == row.provider_message_id,
+            MessageEvent.source == "push",
+        )
+        .order_by(MessageEvent.id)  # type: ignore[arg-type]
+    ).all()
+    for event in early:
+        event.message_id = row.id
+        event.note = (event.note or "") + "; matched once the send was stored"
+        s.add(event)
+        raw_status = (event.note or "").partition("(")[2].partition(")")[0]
+        report = StatusReport(
+            provider_message_id=row.provider_message_id,
+            status=Status(event.new_status) if event.new_status else None,
+            raw_status=raw_status,
+            raw=json.loads(event.raw) if event.raw else None,
+        )
+        apply_report(s, row, report, "push")
+    return len(early)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 from producer.settings import all_secrets, get_settings
 
 _EXTRA_KEYS = ("message_id", "provider", "attempt", "status", "task_id")
+# The secret part of a delivery-callback path, as access logs would print it.
+_CALLBACK_PATH = re.compile(r"(/dlr/[A-Za-z0-9_-]+/)[^/\s?\"']+")
 
 
 class RedactSecrets(logging.Filter):
@@ -18,17 +21,26 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         self.secrets = sorted({s for s in all_secrets() if len(s) >= 4}, key=len, reverse=True)
 
+    def redact(self, text: str) -> str:
+        clean = _CALLBACK_PATH.sub(r"\1***", text)
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
+        return clean
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         text = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        clean = text
-        for secret in self.secrets:
-            clean = clean.replace(secret, "***")
+        clean = self.redact(text)
         if clean != text:
-            record.msg, record.args = clean, None
+            if isinstance(record.args, tuple) and record.args:
+                # Formatters such as uvicorn's access log read the args: redact them in place.
+                record.args = tuple(
+                    self.redact(a) if isinstance(a, str) else a for a in record.args
+                )
+                record.msg = self.redact(str(record.msg))
+            else:
+                record.msg, record.args = clean, None
         if record.exc_text:
             for secret in self.secrets:
                 record.exc_text = record.exc_text.replace(secret, "***")

@@ -22,7 +22,7 @@ from producer.models import Message, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
-from worker import notify
+from worker import notify, reconcile
 from worker.transitions import move
 
 log = logging.getLogger("smsq.maintenance")
@@ -145,46 +145,27 @@ def _queue_due_polls(queue_poll: PollQueue) -> int:
 def _settle_stuck_sending() -> int:
     """Rows in `sending` longer than any task may run: the worker died mid-send.
 
-    SMSQ_UNCERTAIN_SEND decides: `resend` queues them again (at-least-once),
-    `fail` marks them failed (at-most-once), `reconcile` (default) leaves them
-    `sent` without a gateway id when the gateway offers no lookup by our
-    reference, with a note saying so, rather than risk a second SMS.
+    SMSQ_UNCERTAIN_SEND decides (see `worker.reconcile`): `reconcile` (default)
+    asks the gateway and resends only what it confirms it never got, `resend`
+    queues them again (at-least-once), `fail` marks them failed (at-most-once).
+    A row whose lookup failed is asked again after LOOKUP_RETRY_SECONDS.
     """
-    settings = get_settings()
-    cutoff = utcnow() - timedelta(seconds=min(STUCK_SENDING_SECONDS, VISIBILITY_TIMEOUT))
+    now = utcnow()
+    cutoff = now - timedelta(seconds=min(STUCK_SENDING_SECONDS, VISIBILITY_TIMEOUT))
+    retry_cutoff = now - timedelta(seconds=reconcile.LOOKUP_RETRY_SECONDS)
     with db.session() as s:
-        rows = s.exec(
-            select(Message)
-            .where(Message.status == Status.SENDING.value, Message.claimed_at <= cutoff)  # type: ignore[operator]
-            .limit(TICK_LIMIT)
-        ).all()
-        for row in rows:
-            if settings.uncertain_send == "resend":
-                move(
-                    s,
-                    row,
-                    Status.QUEUED,
-                    source="beat",
-                    next_attempt_at=utcnow(),
-                    note="uncertain send: worker lost mid-send; resent by SMSQ_UNCERTAIN_SEND",
+        ids = list(
+            s.exec(
+                select(Message.id)
+                .where(
+                    Message.status == Status.SENDING.value,
+                    Message.claimed_at <= cutoff,  # type: ignore[operator]
+                    Message.updated_at <= retry_cutoff,  # type: ignore[operator]
                 )
-            elif settings.uncertain_send == "fail":
-                move(
-                    s,
-                    row,
-                    Status.FAILED,
-                    source="beat",
-                    error="uncertain send: worker lost mid-send (SMSQ_UNCERTAIN_SEND=fail)",
-                )
-            else:
-                move(
-                    s,
-                    row,
-                    Status.SENT,
-                    source="beat",
-                    next_poll_at=None,
-                    note="uncertain send: worker lost mid-send; the gateway may have it. "
-                    "Not resent (SMSQ_UNCERTAIN_SEND=reconcile)",
-                )
-        s.commit()
-    return len(rows)
+                .order_by(Message.claimed_at)  # type: ignore[arg-type]
+                .limit(TICK_LIMIT)
+            ).all()
+        )
+    if not ids:
+        return 0
+    return reconcile.settle(ids, source="beat", cause="worker lost mid-send").total

@@ -19,9 +19,12 @@ import hmac
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import event, update
@@ -38,6 +41,8 @@ log = logging.getLogger("smsq.notify")
 
 PENDING, POSTING, DELIVERED, FAILED = "pending", "posting", "delivered", "failed"
 LEASE_SECONDS = 60.0  # a published notification not posted by then is queued again
+TASK_BUDGET_SECONDS = 30.0  # one task posts for at most this long, then leaves the rest
+BATCH = 20  # notifications per task queued by beat
 BACKOFF_BASE, BACKOFF_CAP = 2.0, 600.0
 _SESSION_KEY = "smsq_new_notifications"
 
@@ -130,7 +135,13 @@ def signature(body: bytes) -> str | None:
 
 
 def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str, int]:
-    """Post the notifications `ids` (and any earlier pending ones of the same messages)."""
+    """Post the notifications `ids` (and any earlier pending ones of the same messages).
+
+    One unreachable application must not hold a worker thread for long: after
+    a timeout or connection error its host is skipped for the rest of this
+    run, and the run stops after TASK_BUDGET_SECONDS. Whatever is skipped stays
+    pending and beat queues it again when its lease ends.
+    """
     counts = {DELIVERED: 0, PENDING: 0, FAILED: 0}
     with db.session() as s:
         message_ids = sorted(
@@ -146,16 +157,27 @@ def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str,
     client = client or httpx.Client(
         timeout=get_settings().app_callback_timeout_seconds, follow_redirects=False
     )
+    run = _Run(deadline=time.monotonic() + TASK_BUDGET_SECONDS)
     try:
         for message_id in message_ids:
-            _deliver_message(message_id, client, counts)
+            if time.monotonic() > run.deadline:
+                break
+            _deliver_message(message_id, client, counts, run)
     finally:
         if own:
             client.close()
     return counts
 
 
-def _deliver_message(message_id: str, client: httpx.Client, counts: dict[str, int]) -> None:
+@dataclass
+class _Run:
+    deadline: float
+    down_hosts: set[str] = field(default_factory=set)
+
+
+def _deliver_message(
+    message_id: str, client: httpx.Client, counts: dict[str, int], run: _Run
+) -> None:
     """Post one message's pending notifications in order; stop at the first not delivered."""
     with db.session() as s:
         queue = s.exec(
@@ -164,10 +186,15 @@ def _deliver_message(message_id: str, client: httpx.Client, counts: dict[str, in
             .order_by(AppNotification.id)  # type: ignore[arg-type]
         ).all()
     for note in queue:
+        host = urlsplit(note.url).netloc
+        if host in run.down_hosts:
+            return  # its application is not answering: later, by beat
         if not _claim(note):
             return  # another task has it; it keeps the order from here
-        state = _post(note, client)
+        state, unreachable = _post(note, client)
         counts[state] += 1
+        if unreachable:
+            run.down_hosts.add(host)
         if state != DELIVERED:
             _hold_back_later(note)
             return
@@ -184,7 +211,8 @@ def _claim(note: AppNotification) -> bool:
         return done.rowcount == 1  # type: ignore[attr-defined]
 
 
-def _post(note: AppNotification, client: httpx.Client) -> str:
+def _post(note: AppNotification, client: httpx.Client) -> tuple[str, bool]:
+    """POST one notification; (its new state, whether the host was unreachable)."""
     headers = {"Content-Type": "application/json", "User-Agent": "smsq"}
     body_with_id = json.loads(note.payload)
     body_with_id["event_id"] = note.id
@@ -194,16 +222,17 @@ def _post(note: AppNotification, client: httpx.Client) -> str:
         headers["X-Smsq-Signature"] = sig
     retry_after: float | None = None
     error: str | None = None
-    permanent = False
+    permanent = unreachable = False
     try:
         answer = client.post(note.url, content=body, headers=headers)
         if 200 <= answer.status_code < 300:
-            return _finish(note, DELIVERED, None)
+            return _finish(note, DELIVERED, None), False
         error = f"HTTP {answer.status_code}"
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 425, 429)
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}"
+        unreachable = True
     attempts = note.attempts + 1
     if permanent or attempts >= get_settings().app_callback_max_attempts:
         log.warning(
@@ -213,9 +242,9 @@ def _post(note: AppNotification, client: httpx.Client) -> str:
             error,
             extra={"message_id": note.message_id, "provider": note.provider},
         )
-        return _finish(note, FAILED, error)
+        return _finish(note, FAILED, error), unreachable
     delay = backoff(attempts, retry_after)
-    return _finish(note, PENDING, error, next_at=utcnow() + timedelta(seconds=delay))
+    return _finish(note, PENDING, error, next_at=utcnow() + timedelta(seconds=delay)), unreachable
 
 
 def _finish(
@@ -289,9 +318,9 @@ def queue_due(queue: Publisher, limit: int = 5000) -> int:
             if done.rowcount == 1:  # type: ignore[attr-defined]
                 leased.append(note.id)  # type: ignore[arg-type]
         s.commit()
-    for start in range(0, len(leased), 100):
+    for start in range(0, len(leased), BATCH):
         try:
-            queue(leased[start : start + 100])
+            queue(leased[start : start + BATCH])
         except Exception:
             log.warning("could not queue app notifications", exc_info=True)
     return len(leased)

@@ -21,7 +21,8 @@ from producer.status import Status, is_terminal
 from worker import metrics
 from worker.adapters import get_adapter
 from worker.providers.base import PermanentProviderError, RetryableProviderError, StatusReport
-from worker.transitions import load_rows, move, record_event
+from worker.reports import apply_report
+from worker.transitions import load_rows
 
 log = logging.getLogger("smsq.polling")
 
@@ -82,29 +83,7 @@ def _apply(rows: list[Message], reports: list[StatusReport], error: str | None) 
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             for report in by_pid.get(row.provider_message_id or "", []):
-                if report.status is None or report.status == Status.SENT:
-                    record_event(
-                        s,
-                        row.id,
-                        source="poll",
-                        kind="report",
-                        provider=row.provider,
-                        provider_message_id=row.provider_message_id,
-                        new=None,
-                        applied=False,
-                        note=f"pending ({report.raw_status or 'no status'})",
-                        raw=report.raw,
-                    )
-                    continue
-                if move(
-                    s,
-                    row,
-                    report.status,
-                    source="poll",
-                    raw=report.raw,
-                    note=f"raw status {report.raw_status}",
-                    next_poll_at=None,
-                ):
+                if apply_report(s, row, report, "poll"):
                     changed += 1
             if is_terminal(row.status):
                 continue

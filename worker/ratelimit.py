@@ -1,35 +1,93 @@
 """A global rate limit per provider account, held in Redis across every worker and host.
 
-GCRA (generic cell rate algorithm) in one Lua script that reads Redis `TIME`,
-so no worker's clock matters and two workers can never both take the same
-slot: requests are spaced 1/R seconds apart, hence at most R in any second.
+The promise is the gateway's: never more than R requests in any 1-second
+sliding window *as the gateway sees them*. Spacing grants 1/R apart (GCRA)
+does not keep it: R+1 grants then span exactly one second, and any jitter
+between a grant and the request's arrival squeezes them into one window.
+
+So this is a sliding-window log (a Redis sorted set per account) in which a
+request occupies its slot from its grant until one window after its
+*response*: the gateway received the request somewhere between the two, so a
+new grant at least one window after the R-th previous response can never make
+R+1 arrivals in one second, whatever the latency or jitter. The cost is the
+request latency once per R requests: utilisation is about 1 / (1 + latency).
+
+- Every decision is one Lua script reading Redis `TIME`: no worker's clock
+  matters and two workers on two hosts can never take the same slot.
+- A request still in flight (granted, no response yet) counts as occupying its
+  slot; if its worker dies, the slot frees `hold` seconds after the grant
+  (the HTTP timeout, after which the request cannot still be arriving).
+- Grants are also spaced at least `0.8 / R` apart, so a backlog leaves as a
+  steady stream rather than bursts of R.
+- The response is stamped by an httpx response hook on the adapter's client
+  (`stamp_responses_of`), in the thread that took the grant; a grant whose
+  request never got a response is stamped when that thread asks again (its
+  request is over by then), or expires after `hold`.
 Celery's own `rate_limit` is per worker instance and cannot do this.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import threading
 import time
+from typing import Any
 
 import redis
 
 from producer.queues import broker_url
 
-_GCRA = """
+WINDOW_SECONDS = 1.0
+SPACING = 0.8  # minimum gap between two grants, as a fraction of 1/R
+PENDING_POLL_SECONDS = 0.25  # re-check this often while the slot due next is in flight
+REDIS_DOWN_WAIT = 0.25
+
+_ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-if tat - now > 0 then
-  return tat - now
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local gap = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local wait = 0
+local pending = 0
+local n = redis.call('ZCARD', KEYS[1])
+if n >= limit then
+  local entry = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  local at = tonumber(entry[2])
+  wait = at + window - now
+  if at > now then pending = 1 end
 end
-redis.call('SET', KEYS[1], tat + interval, 'PX', math.floor(interval / 1000) + 1000)
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last + gap - now > wait then wait = last + gap - now end
+if wait > 0 then
+  return {wait, pending}
+end
+redis.call('ZADD', KEYS[1], now + hold, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.floor((window + hold) / 1000) + 1000)
+redis.call('SET', KEYS[2], now, 'PX', math.floor(gap / 1000) + 1000)
+return {0, 0}
+"""
+
+_STAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) > now then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  return 1
+end
 return 0
 """
 
 _client: redis.Redis | None = None
 _lock = threading.Lock()
+_local = threading.local()  # per thread: {limiter key: (limiter, token)} of unstamped grants
+_tokens = itertools.count(1)
+_hooked: set[int] = set()  # id() of httpx clients that stamp responses
 
 
 def _redis() -> redis.Redis:
@@ -43,31 +101,112 @@ def _redis() -> redis.Redis:
         return _client
 
 
+def _pending() -> dict[str, tuple[RateLimiter, str]]:
+    grants = getattr(_local, "grants", None)
+    if grants is None:
+        grants = _local.grants = {}
+    return grants
+
+
 class RateLimiter:
-    """`try_acquire()` returns 0 when a request may go now, else the seconds to wait."""
+    """At most `rate_per_second` requests in any `window` seconds, across every process.
 
-    def __init__(self, key: str, rate_per_second: float, client: redis.Redis | None = None):
+    `try_acquire()` returns 0 when a request may go now (the slot is taken),
+    else the seconds to wait; `acquire(max_wait)` waits for a slot; `stamp()`
+    records that this thread's last granted request has had its answer.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        rate_per_second: float,
+        client: redis.Redis | None = None,
+        *,
+        hold: float = 30.0,
+        window: float = WINDOW_SECONDS,
+    ) -> None:
         self.key = f"smsq:rate:{key}"
-        self.interval_us = int(1_000_000 / rate_per_second)
+        self.limit = max(1, int(rate_per_second * window))
+        self.window_us = int(window * 1_000_000)
+        self.gap_us = int(SPACING * 1_000_000 / rate_per_second)
+        self.hold_us = int(max(hold, window) * 1_000_000)
         self._client = client
-        self._script = None
+        self._scripts: dict[str, Any] = {}
 
-    def _script_for(self):  # type: ignore[no-untyped-def]
-        if self._script is None:
-            self._script = (self._client or _redis()).register_script(_GCRA)
-        return self._script
+    def _script(self, source: str):  # type: ignore[no-untyped-def]
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = (self._client or _redis()).register_script(source)
+        return script
 
     def try_acquire(self) -> float:
-        wait_us = int(self._script_for()(keys=[self.key], args=[self.interval_us]))
-        return wait_us / 1_000_000
+        return self._try()[0]
+
+    def _try(self) -> tuple[float, bool]:
+        """(0, False) with the slot taken, else (seconds to wait, whether the slot due next
+        belongs to a request still in flight, whose response will bring it nearer)."""
+        self.stamp()  # this thread's previous request, if any, is over
+        token = f"{os.getpid()}:{threading.get_ident()}:{next(_tokens)}"
+        try:
+            wait_us, pending = self._script(_ACQUIRE)(
+                keys=[self.key, f"{self.key}:last"],
+                args=[self.limit, self.window_us, self.gap_us, self.hold_us, token],
+            )
+        except redis.RedisError:  # Redis down: no slot, try again shortly
+            return REDIS_DOWN_WAIT, False
+        if int(wait_us) <= 0:
+            _pending()[self.key] = (self, token)
+            return 0.0, False
+        return int(wait_us) / 1_000_000, bool(pending)
+
+    def stamp(self) -> None:
+        """The request of this thread's last grant is answered: its slot frees one window on."""
+        held = _pending().pop(self.key, None)
+        if held is None:
+            return
+        with contextlib.suppress(redis.RedisError):  # else the slot frees `hold` after grant
+            self._script(_STAMP)(keys=[self.key], args=[held[1]])
 
     def acquire(self, max_wait: float) -> float:
-        """Wait up to `max_wait` seconds for a slot; 0 when taken, else the wait still due."""
+        """Wait up to `max_wait` seconds for a slot; 0 when taken, else the wait still due
+        (an estimate of one window when the slot due next belongs to a request in flight)."""
         deadline = time.monotonic() + max_wait
         while True:
-            wait = self.try_acquire()
+            wait, in_flight = self._try()
             if wait <= 0:
                 return 0.0
-            if time.monotonic() + wait > deadline:
+            if in_flight:
+                wait = min(wait, self.window_us / 1_000_000)
+            left = deadline - time.monotonic()
+            if left <= 0 or (not in_flight and wait > left):
                 return wait
-            time.sleep(wait)
+            time.sleep(min(wait, left, PENDING_POLL_SECONDS) if in_flight else wait)
+
+    def stamp_responses_of(self, http_client: Any) -> None:
+        """Stamp this limiter's grants when `http_client` (an httpx.Client) gets a response."""
+        with _lock:
+            if id(http_client) in _hooked:
+                return
+            _hooked.add(id(http_client))
+        key = self.key
+
+        def on_response(response: Any) -> None:
+            held = _pending().get(key)
+            if held is not None:
+                held[0].stamp()
+
+        http_client.event_hooks["response"].append(on_response)
+
+
+_limiters: dict[tuple[str, float, float], RateLimiter] = {}
+
+
+def limiter_for(key: str, rate_per_second: float, hold: float = 30.0) -> RateLimiter:
+    """One limiter per account and settings in this process (its scripts registered once)."""
+    with _lock:
+        limiter = _limiters.get((key, rate_per_second, hold))
+        if limiter is None:
+            limiter = _limiters[(key, rate_per_second, hold)] = RateLimiter(
+                key, rate_per_second, hold=hold
+            )
+        return limiter

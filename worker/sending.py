@@ -7,10 +7,14 @@ The order is what makes a send exactly-once:
    rows back to the queue, without counting an attempt);
 3. one HTTP request per gateway batch;
 4. store the answer (sent with the gateway id, rejected, retry later, failed)
-   before the task returns and is acked.
-An unexpected error after the request leaves the row in `sending`: it is an
-uncertain send, settled by the sweep under SMSQ_UNCERTAIN_SEND, never resent
-silently.
+   before the task returns and is acked; every attempt is an `attempt` event.
+Before any of that, a batch whose provider's account is blocked (`worker.guard`)
+or whose circuit breaker is open (`worker.breaker`) does not reach the gateway:
+each message takes its first usable fallback (`fallbacks`, from SMSQ_ROUTES) or,
+without one, waits for the cool-down (breaker) or fails with the reason (guard),
+never burning an attempt.
+An unexpected error after the request is an uncertain send, settled under
+SMSQ_UNCERTAIN_SEND (`worker.reconcile`), never resent silently.
 """
 
 from __future__ import annotations
@@ -21,18 +25,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from producer import db
 from producer.api import gateway_schedules
+from producer.errors import InvalidMessage
 from producer.limits import LIMITS
 from producer.models import Message, utcnow
 from producer.queues import MAX_COUNTDOWN
-from producer.settings import get_settings, provider_settings
+from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
 from producer.status import Status
-from worker import metrics
+from producer.validation import check_sender, check_text
+from worker import guard, metrics, reconcile
 from worker.adapters import get_adapter
+from worker.breaker import Breaker
 from worker.callbacks import dlr_url_for
+from worker.dlr import adopt_early_reports
 from worker.polling import first_poll_at
 from worker.providers.base import (
     OutgoingMessage,
@@ -40,7 +48,7 @@ from worker.providers.base import (
     RetryableProviderError,
     SendResult,
 )
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import limiter_for
 from worker.transitions import claim, load_rows, move, record_event
 
 log = logging.getLogger("smsq.sending")
@@ -57,6 +65,8 @@ class SendOutcome:
     sent: int = 0
     rejected: int = 0
     failed: int = 0
+    rerouted: int = 0
+    waiting: int = 0
     retry_in: float | None = None
 
 
@@ -107,8 +117,21 @@ def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
 
 
 def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: SendOutcome) -> None:
+    """One gateway request for `rows`, unless the guard or the breaker keeps it from going."""
+    block = guard.account_block(provider)
+    if block:
+        _divert(provider, rows, f"{provider} account blocked: {block}", None, requeue, outcome)
+        return
+    breaker = Breaker(provider)
+    decision = breaker.allow()
+    if not decision.allowed:
+        reason = f"{provider} circuit breaker open"
+        _divert(provider, rows, reason, decision.wait, requeue, outcome)
+        return
     wait = _rate_wait(provider)
     if wait > 0:
+        if decision.trial:
+            breaker.release_trial()
         _hand_back(rows, wait, requeue, note=f"rate limit: next slot in {wait:.2f}s")
         outcome.retry_in = wait
         return
@@ -117,26 +140,200 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
         results = adapter.send([_outgoing(r) for r in rows])
     except RetryableProviderError as exc:
         metrics.SEND_ERRORS.labels(provider, "retryable").inc()
+        opened = None
+        if exc.throttled:  # back-pressure, not a failure: the trial goes back unused
+            if decision.trial:
+                breaker.release_trial()
+        else:
+            opened = breaker.record_failure()
         outcome.retry_in = _retry_later(rows, exc, requeue)
+        if opened is not None:
+            _breaker_event(
+                rows,
+                f"circuit breaker of {provider} opened after "
+                + (
+                    "the half-open trial failed"
+                    if decision.trial
+                    else f"{breaker.failures} retryable failures in a row"
+                )
+                + f": no calls to {provider} for {breaker.cooldown:g}s",
+            )
         return
     except PermanentProviderError as exc:
         metrics.SEND_ERRORS.labels(provider, "permanent").inc()
+        closed = breaker.record_success()  # the gateway answered: it is up
         _fail(rows, str(exc), raw=exc.raw)
         outcome.failed += len(rows)
+        if closed:
+            _breaker_event(rows, f"circuit breaker of {provider} closed: the gateway answered")
         return
     except Exception as exc:  # a bug or a surprise after the request: uncertain
+        if decision.trial:
+            breaker.release_trial()
         log.exception("unexpected error sending %d message(s) via %s", len(rows), provider)
         _mark_uncertain(rows, f"{type(exc).__name__}: {exc}"[:300])
         return
     metrics.SEND_REQUESTS.labels(provider).inc()
+    closed = breaker.record_success()
     _store_results(provider, rows, results, outcome)
+    if closed:
+        _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
+
+
+def _breaker_event(rows: list[Message], note: str) -> None:
+    """Record a breaker state change on the messages whose send caused it."""
+    with db.session() as s:
+        for row in rows:
+            record_event(
+                s, row.id, source="worker", kind="breaker", provider=row.provider, note=note
+            )
+        s.commit()
+
+
+def fallback_for(row: Message) -> tuple[str | None, list[str]]:
+    """The first of the row's fallbacks that may take it now, and why others may not.
+
+    Usable: configured, the message fits its limits (text, parts, sender, flash),
+    its account is not blocked and its circuit breaker is not open.
+    """
+    skipped: list[str] = []
+    for name in [n.strip() for n in (row.fallbacks or "").split(",") if n.strip()]:
+        if name == row.provider:
+            continue
+        if name not in PROVIDER_NAMES or not provider_settings(name).configured:
+            skipped.append(f"{name} is not configured")
+            continue
+        misfit = _misfit(row, name)
+        if misfit:
+            skipped.append(f"{name} cannot take it ({misfit})")
+            continue
+        block = guard.account_block(name)
+        if block:
+            skipped.append(f"{name} account blocked: {block}")
+            continue
+        if Breaker(name).is_open():
+            skipped.append(f"{name} circuit breaker open")
+            continue
+        return name, skipped
+    return None, skipped
+
+
+def _misfit(row: Message, provider: str) -> str | None:
+    """Why `provider` cannot carry this message as stored, or None when it can."""
+    try:
+        check_text(row.text, provider)
+        check_sender(row.sender, provider)
+    except InvalidMessage as exc:
+        return str(exc)
+    if row.flash and not LIMITS[provider].supports_flash:
+        return "flash: not supported"
+    return None
+
+
+def _divert(
+    provider: str,
+    rows: list[Message],
+    reason: str,
+    wait: float | None,
+    requeue: Requeue,
+    outcome: SendOutcome,
+) -> None:
+    """`provider` must not be called: reroute each row to a fallback, or let it wait
+    for the cool-down (`wait` seconds) or, when `wait` is None (guard), fail it.
+
+    The claim counted an attempt; none was made, so it is given back.
+    """
+    settings = get_settings()
+    now = utcnow()
+    rerouted: list[str] = []
+    waiting: list[str] = []
+    with db.session() as s:
+        for row in load_rows(s, [r.id for r in rows]):
+            if row.status != Status.SENDING.value:
+                continue
+            attempts = max(0, row.attempts - 1)
+            target, skipped = fallback_for(row)
+            if target is not None:
+                rest = [n for n in row.fallbacks.split(",") if n.strip() and n != target]
+                note = f"rerouted from {provider} to {target}: {reason}"
+                moved = move(
+                    s,
+                    row,
+                    Status.QUEUED,
+                    source="worker",
+                    note=note,
+                    provider=target,
+                    fallbacks=",".join([*rest, provider] if provider not in rest else rest),
+                    attempts=attempts,
+                    next_attempt_at=now + timedelta(seconds=settings.sweep_after_seconds),
+                )
+                if moved:
+                    record_event(
+                        s, row.id, source="worker", kind="reroute", provider=target, note=note
+                    )
+                    row.note = note
+                    s.add(row)
+                    rerouted.append(row.id)
+                    outcome.rerouted += 1
+                continue
+            why = f"; fallbacks: {', '.join(skipped)}" if skipped else ""
+            if wait is None:
+                move(
+                    s,
+                    row,
+                    Status.FAILED,
+                    source="worker",
+                    error=f"not sent: {reason}{why or '; no fallback'}",
+                    attempts=attempts,
+                    next_attempt_at=None,
+                )
+                outcome.failed += 1
+                continue
+            deadline = row.created_at + timedelta(seconds=settings.retry_deadline_seconds)
+            if now + timedelta(seconds=wait) > deadline:
+                move(
+                    s,
+                    row,
+                    Status.FAILED,
+                    source="worker",
+                    error=f"gave up: {reason} past the retry deadline{why}",
+                    attempts=attempts,
+                    next_attempt_at=None,
+                )
+                outcome.failed += 1
+                continue
+            move(
+                s,
+                row,
+                Status.QUEUED,
+                source="worker",
+                note=f"waiting {wait:.1f}s: {reason}{why or '; no fallback'} (not an attempt)",
+                attempts=attempts,
+                next_attempt_at=now
+                + timedelta(
+                    seconds=wait + (settings.sweep_after_seconds if wait <= MAX_COUNTDOWN else 0)
+                ),
+            )
+            waiting.append(row.id)
+            outcome.waiting += 1
+        s.commit()
+    if rerouted:
+        requeue(rerouted, 0.0)
+    if waiting and wait is not None and wait <= MAX_COUNTDOWN:
+        requeue(waiting, wait)
+        outcome.retry_in = wait
 
 
 def _rate_wait(provider: str) -> float:
-    rate = provider_settings(provider).rate_limit
-    if not rate:
+    """Take a slot of the provider's global limit (0), or the wait still due after
+    MAX_RATE_WAIT. The slot stays taken until one window after the gateway's answer,
+    which the adapter's HTTP client stamps (see worker.ratelimit)."""
+    settings = provider_settings(provider)
+    if not settings.rate_limit:
         return 0.0
-    return RateLimiter(provider, rate).acquire(MAX_RATE_WAIT)
+    limiter = limiter_for(provider, settings.rate_limit, hold=settings.timeout_seconds + 1)
+    limiter.stamp_responses_of(get_adapter(provider)._client)
+    return limiter.acquire(MAX_RATE_WAIT)
 
 
 def _store_results(
@@ -148,6 +345,7 @@ def _store_results(
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             result = by_ref.get(row.id)
+            _attempt_event(s, row, _attempt_outcome(provider, result))
             if result is None:
                 move(
                     s,
@@ -195,6 +393,7 @@ def _store_results(
                     next_poll_at=first_poll if result.provider_message_id else None,
                     poll_count=0,
                 )
+                adopt_early_reports(s, row)
                 outcome.sent += 1
             else:
                 move(
@@ -226,6 +425,16 @@ def _retry_later(
             deadline = row.created_at + timedelta(seconds=settings.retry_deadline_seconds)
             attempts = row.attempts - (1 if exc.throttled else 0)
             delay = backoff_delay(attempts, exc.retry_after)
+            if exc.throttled:
+                _attempt_event(
+                    s,
+                    row,
+                    f"rate-limited by the gateway ({exc}): handed back for {delay:.1f}s, "
+                    "not counted",
+                    counted=False,
+                )
+            else:
+                _attempt_event(s, row, f"retryable error: {exc}")
             if not exc.throttled and (
                 attempts >= settings.max_attempts or now + timedelta(seconds=delay) > deadline
             ):
@@ -266,6 +475,7 @@ def _hand_back(rows: list[Message], wait: float, requeue: Requeue, note: str) ->
     now = utcnow()
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
+            _attempt_event(s, row, f"rate-limited: {note}; handed back, not counted", counted=False)
             move(
                 s,
                 row,
@@ -280,18 +490,53 @@ def _hand_back(rows: list[Message], wait: float, requeue: Requeue, note: str) ->
 
 
 def _fail(rows: list[Message], error: str, raw: object = None) -> None:
+    """A permanent error for the whole request: failed, never retried."""
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
+            _attempt_event(s, row, f"permanent error: {error}")
             move(s, row, Status.FAILED, source="worker", raw=raw, error=error, next_attempt_at=None)
         s.commit()
 
 
 def _mark_uncertain(rows: list[Message], note: str) -> None:
+    """The request went out but its answer was lost to a surprise: settle by policy.
+
+    `resend` and `fail` apply at once. `reconcile` leaves the rows in `sending`:
+    the sweep asks the gateway once they count as stuck, when its reports have
+    caught up, rather than read a "not found" that only means "not yet".
+    """
+    policy = get_settings().uncertain_send
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
-            row.note = f"uncertain send: {note}"
-            s.add(row)
-            record_event(
-                s, row.id, source="worker", kind="attempt", provider=row.provider, note=row.note
+            _attempt_event(s, row, f"uncertain: {note}")
+            row.note = f"uncertain send: {note}" + (
+                "; the sweep will ask the gateway whether it has it"
+                if policy == "reconcile"
+                else ""
             )
+            s.add(row)
         s.commit()
+    if policy != "reconcile":
+        reconcile.settle([r.id for r in rows], source="worker", cause=note)
+
+
+def _attempt_outcome(provider: str, result: SendResult | None) -> str:
+    if result is None:
+        return f"no answer: {provider} gave no answer for this message"
+    if result.accepted:
+        return f"accepted (gateway id {result.provider_message_id or 'not given'})"
+    return f"permanent error: {result.error or result.status}"
+
+
+def _attempt_event(s: Session, row: Message, outcome: str, *, counted: bool = True) -> None:
+    """One `attempt` event per message per gateway call (or rate-limit hand-back)."""
+    number = f"attempt {row.attempts}" if counted else "not an attempt"
+    record_event(
+        s,
+        row.id,
+        source="worker",
+        kind="attempt",
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        note=f"{number} via {row.provider}: {outcome}",
+    )

@@ -42,16 +42,38 @@ def sandbox_env(sandbox_url: str, providers: list[str] | None = None) -> dict[st
 
 @dataclass
 class Stack:
+    """The processes of one smsq deployment on this machine.
+
+    `workers=N` starts N worker processes named `w1`..`wN` (Celery node names
+    `w1@host`.., as on N hosts), `beats=N` N beat processes `beat1`..; with one
+    of each they are `worker` and `beat`. `kill`, `restart`, `stop_redis` and
+    `start_redis` are the fault suite's handles.
+    """
+
     data_dir: Path
     flower: bool = False
     delivery_seconds: float = 3.0
     worker_concurrency: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
     web_port: int = 0
+    workers: int = 1
+    beats: int = 1
+    web: bool = True
+    app: str = "worker.celery_app"  # the Celery app module of workers (the benchmark adds a task)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     sandbox: RunningSandbox | None = None
     started_redis: bool = False
+    redis_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def worker_names(self) -> list[str]:
+        return ["worker"] if self.workers == 1 else [f"w{n}" for n in range(1, self.workers + 1)]
+
+    @property
+    def beat_names(self) -> list[str]:
+        return ["beat"] if self.beats == 1 else [f"beat{n}" for n in range(1, self.beats + 1)]
 
     @property
     def web_url(self) -> str:
@@ -65,6 +87,9 @@ class Stack:
         if not broker:
             self.started_redis = running_url(self.data_dir) is None
             broker = ensure_embedded_redis(self.data_dir)
+        self.redis_port = (
+            int(broker.rsplit(":", 1)[1].split("/")[0]) if self.started_redis else None
+        )
         self.sandbox = start_in_thread(delivery_seconds=self.delivery_seconds)
         self.web_port = self.web_port or free_port()
         env = {
@@ -73,6 +98,8 @@ class Stack:
             "SMSQ_TICK_SECONDS": "1",
             "SMSQ_POLL_SCHEDULE": "1,1,2,3,5,10",
             "SMSQ_RETRY_BASE_SECONDS": "1",
+            # Gateways (the sandbox) reach this stack's web process for PUSH reports.
+            "SMSQ_PUBLIC_URL": f"http://127.0.0.1:{self.web_port}",
             **sandbox_env(self.sandbox.url, providers),
             **self.extra_env,
         }
@@ -83,8 +110,13 @@ class Stack:
 
         db.reset_engine()
         db.get_engine()  # schema up to date before any process starts
-        self._spawn("worker", self.worker_command())
-        self._spawn("beat", self.beat_command())
+        for name in self.worker_names:
+            self._spawn(name, self.worker_command("smsq" if name == "worker" else name))
+        for name in self.beat_names:
+            self._spawn(name, self.beat_command())
+        if not self.web:
+            self.wait_ready()
+            return
         self._spawn(
             "web",
             [
@@ -112,7 +144,7 @@ class Stack:
             "-m",
             "celery",
             "-A",
-            "worker.celery_app",
+            self.app,
             "worker",
             "-P",
             "threads",
@@ -143,9 +175,81 @@ class Stack:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (kept for the child)
+        self.commands[name] = command
         self.processes[name] = subprocess.Popen(
             command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        log.close()  # the child has its own descriptor
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process's group (SIGKILL: a crash, in-flight work and all) and reap it."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed process again with its first command."""
+        proc = self.processes.get(name)
+        if proc is not None and proc.poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(name, self.commands[name])
+
+    def revive(self) -> dict[str, int]:
+        """Restart every process that exited on its own, as a supervisor does (systemd's
+        Restart=on-failure, compose's restart policy); {name: its exit code}."""
+        exited = {
+            name: proc.returncode
+            for name, proc in self.processes.items()
+            if proc.poll() is not None
+        }
+        for name in exited:
+            self._spawn(name, self.commands[name])
+        return exited
+
+    def stop_redis(self) -> None:
+        """Shut the embedded Redis down (SHUTDOWN, AOF flushed), keeping its port."""
+        if self.redis_port is None:
+            raise RuntimeError("this stack did not start the embedded Redis")
+        stop_embedded_redis(self.data_dir)
+
+    def start_redis(self) -> None:
+        """Start the embedded Redis again on the same port; it reloads its AOF."""
+        if self.redis_port is None:
+            raise RuntimeError("this stack did not start the embedded Redis")
+        ensure_embedded_redis(self.data_dir, port=self.redis_port)
+
+    def pids(self, name: str) -> list[int]:
+        """The pids of process `name` and its descendants (from /proc)."""
+        root = self.processes[name].pid
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def peak_rss_mb(self, name: str) -> float:
+        """Peak resident memory (VmHWM) of process `name` and its descendants, in MB."""
+        total_kb = 0
+        for pid in self.pids(name):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total_kb += int(line.split()[1])
+            except OSError:
+                continue
+        return total_kb / 1024
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the worker answers a ping and web answers /healthz."""
@@ -155,6 +259,7 @@ class Stack:
 
         deadline = time.monotonic() + timeout
         worker_ok = web_ok = False
+        web_ok = not self.web
         while time.monotonic() < deadline and not (worker_ok and web_ok):
             for name, proc in self.processes.items():
                 if proc.poll() is not None:
@@ -162,7 +267,7 @@ class Stack:
                         f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log"
                     )
             if not worker_ok:
-                worker_ok = bool(publisher().control.ping(timeout=0.5))
+                worker_ok = len(publisher().control.ping(timeout=0.5) or []) >= self.workers
             if not web_ok:
                 try:
                     web_ok = httpx.get(f"{self.web_url}/healthz", timeout=1).status_code < 500

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from producer.queues import (
+    ALERT_TASK,
     BALANCE_TASK,
     MAX_COUNTDOWN,
     NOTIFY_TASK,
@@ -72,3 +73,11 @@ def check_balances() -> dict[str, object]:
     from worker.balance import check_all
 
     return check_all()
+
+
+@app.task(name=ALERT_TASK, ignore_result=True, expires=300)
+def deliver_alerts() -> dict[str, int]:
+    """Retry balance alerts whose webhook or e-mail was down; re-queues itself (<= 60 s)."""
+    from worker.alerts import retry_task
+
+    return retry_task()

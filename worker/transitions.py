@@ -128,7 +128,12 @@ def move(
         row.id,
         old.value,
         new.value,
-        extra={"message_id": row.id, "provider": row.provider, "status": new.value},
+        extra={
+            "message_id": row.id,
+            "provider": row.provider,
+            "status": new.value,
+            "attempt": row.attempts,
+        },
     )
     return True
 

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -17,13 +18,22 @@ from sqlmodel import select
 from producer import db
 from producer.api import get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage
+from producer.limits import LIMITS
 from producer.models import Message
 from producer.settings import PROVIDER_NAMES, get_settings
 from worker import metrics
+from worker.adapters import get_adapter
 from worker.callbacks import token_is_valid
+from worker.dlr import apply_push
+from worker.logs import install as install_logging
 from worker.providers.base import ProviderError
 
 log = logging.getLogger("smsq.web")
+
+# Redaction (and JSON lines with SMSQ_LOG_JSON) for this process's own logs and
+# uvicorn's: access lines would otherwise show the secret of callback paths.
+for _name in ("", "uvicorn.error", "uvicorn.access"):
+    install_logging(logging.getLogger(_name))
 
 app = FastAPI(
     title="smsq",
@@ -92,13 +102,16 @@ def prometheus_metrics() -> Response:
 
 
 async def _dlr(provider: str, token: str, request: Request) -> Response:
-    from worker.adapters import get_adapter
-    from worker.dlr import apply_push
+    """A gateway's delivery report. Forged: 403; malformed: 400; unknown id: kept, 200.
 
-    if provider not in PROVIDER_NAMES:
-        return JSONResponse({"error": "unknown provider"}, status_code=404)
+    The work (secret check in Redis, parse, store) runs in the thread pool so a
+    slow store never stalls the event loop, and a duplicate report is harmless:
+    the state machine keeps it as an event and changes nothing.
+    """
+    if provider not in PROVIDER_NAMES or not LIMITS[provider].supports_push:
+        return JSONResponse({"error": "no delivery callbacks for this provider"}, status_code=404)
     try:
-        valid = token_is_valid(provider, token)
+        valid = await run_in_threadpool(token_is_valid, provider, token)
     except Exception:
         log.warning("callback secret unavailable", exc_info=True)
         return JSONResponse({"error": "callback secret unavailable"}, status_code=503)
@@ -106,13 +119,14 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
         metrics.CALLBACKS.labels(provider, "forged").inc()
         return JSONResponse({"error": "forbidden"}, status_code=403)
     params: dict[str, str] = dict(request.query_params)
-    body = await request.body()
-    if request.method == "POST" and "form" in (request.headers.get("content-type") or ""):
-        try:
+    try:
+        body = await request.body()
+        if request.method == "POST" and "form" in (request.headers.get("content-type") or ""):
             form = await request.form()
             params.update({k: str(v) for k, v in form.items()})
-        except Exception:
-            pass
+    except Exception:
+        metrics.CALLBACKS.labels(provider, "malformed").inc()
+        return JSONResponse({"error": "malformed callback: unreadable body"}, status_code=400)
     try:
         reports = get_adapter(provider).parse_callback(params, body)
     except ProviderError as exc:
@@ -121,7 +135,13 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
     except Exception:
         metrics.CALLBACKS.labels(provider, "malformed").inc()
         return JSONResponse({"error": "malformed callback"}, status_code=400)
-    counts = apply_push(provider, reports)
+    try:
+        counts = await run_in_threadpool(apply_push, provider, reports)
+    except Exception:
+        log.exception("could not store a %s delivery callback", provider)
+        metrics.CALLBACKS.labels(provider, "error").inc()
+        # 503 makes the gateway retry later instead of losing the report.
+        return JSONResponse({"error": "store unavailable, retry later"}, status_code=503)
     metrics.CALLBACKS.labels(provider, "accepted").inc()
     return JSONResponse({"ok": True, **counts})
 

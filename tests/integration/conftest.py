@@ -27,6 +27,16 @@ TEST_ENV = {
     "SMSQ_RETRY_CAP_SECONDS": "1",
     "SMSQ_SWEEP_AFTER_SECONDS": "30",
     "SMSQ_SMS1601_OUTBOX_SCHEDULING": "true",
+    # Circuit breaker: three failures in a row open it, for three seconds (test_resilience).
+    "SMSQ_BREAKER_FAILURES": "3",
+    "SMSQ_BREAKER_COOLDOWN_SECONDS": "3",
+    # Delivery tracking modes: KING SMS PRO pushes to its per-message URL; Keccel
+    # and 1601SMS wait for a push (their sims push only once a test sets the
+    # account callback URL) and fall back to polling after the grace period.
+    "SMSQ_KINGSMS_DLR_MODE": "push",
+    "SMSQ_KECCEL_DLR_MODE": "both",
+    "SMSQ_SMS1601_DLR_MODE": "both",
+    "SMSQ_PUSH_GRACE_SECONDS": "1.5",
 }
 
 

@@ -171,3 +171,33 @@ def test_callback_url_without_public_url(store: list, capsys: pytest.CaptureFixt
     assert code == 2
     assert "SMSQ_PUBLIC_URL" in one_error_line(err)
     assert out == ""
+
+
+@pytest.mark.parametrize("value", [None, "", "no-colon"])
+def test_flower_refuses_to_start_without_basic_auth(monkeypatch, capsys, value) -> None:  # type: ignore[no-untyped-def]
+    import worker.cli as cli_module
+
+    started: list[object] = []
+    monkeypatch.setattr(cli_module.os, "execvpe", lambda *a: started.append(a))
+    if value is None:
+        monkeypatch.delenv("SMSQ_FLOWER_BASIC_AUTH", raising=False)
+    else:
+        monkeypatch.setenv("SMSQ_FLOWER_BASIC_AUTH", value)
+    with pytest.raises(SystemExit) as refused:
+        cli_module.main(["flower"])
+    assert "SMSQ_FLOWER_BASIC_AUTH" in str(refused.value.code)
+    assert started == []
+
+
+def test_flower_gets_its_password_by_environment_not_argv(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import worker.cli as cli_module
+
+    started: list[tuple] = []  # type: ignore[type-arg]
+    monkeypatch.setattr(cli_module.os, "execvpe", lambda *a: started.append(a))
+    monkeypatch.setenv("SMSQ_FLOWER_BASIC_AUTH", "admin:s3cret-flower")
+    monkeypatch.setenv("PORT", "5999")
+    assert cli_module.main(["flower"]) == 0
+    (_command, argv, env) = started[0]
+    assert "--port=5999" in argv and "--address=0.0.0.0" in argv
+    assert not any("s3cret-flower" in a for a in argv)
+    assert env["FLOWER_BASIC_AUTH"] == "admin:s3cret-flower"

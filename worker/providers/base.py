@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -107,6 +107,26 @@ class StatusReport:
     occurred_at: datetime | None = None
     ref: str | None = None  # our message id, when the gateway echoes it back
     to: str | None = None
+    part: int | None = None  # 1-based part of a long message, when reported per part
+    parts: int | None = None  # how many parts the gateway counts, if it says
+
+
+LookupState = Literal["found", "not_found", "unknown"]
+
+
+@dataclass
+class LookupResult:
+    """Does the gateway have a message we may or may not have sent? (`find_sent`)
+
+    `found`: yes, with its gateway id when known; `not_found`: the gateway's
+    record is complete and the message is not in it (a resend is safe);
+    `unknown`: the gateway cannot tell, so smsq must not resend.
+    """
+
+    state: LookupState
+    provider_message_id: str | None = None
+    detail: str = ""
+    raw: Any = None
 
 
 @dataclass
@@ -170,6 +190,14 @@ class ProviderAdapter(ABC):
     @abstractmethod
     def fetch_balance(self) -> Balance:
         """Remaining credit, its unit, expiry and account state where reported."""
+
+    def find_sent(self, ref: str, to: str, text: str, since: datetime) -> LookupResult:
+        """Look for a message sent at or after `since` (uncertain sends), by our `ref`
+        or by destination, text and time, where the gateway's API allows it.
+
+        The default: the gateway offers no such lookup, so the answer is `unknown`.
+        """
+        return LookupResult("unknown", detail=f"{self.name} offers no lookup of a sent message")
 
     def parse_callback(self, params: Mapping[str, str], body: bytes = b"") -> list[StatusReport]:
         """Turn a delivery callback (query params and body) into reports."""

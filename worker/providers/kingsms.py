@@ -31,6 +31,7 @@ from producer.settings import ProviderSettings
 from producer.status import Status
 from worker.providers.base import (
     Balance,
+    LookupResult,
     OutgoingMessage,
     PermanentProviderError,
     ProviderAdapter,
@@ -110,6 +111,10 @@ _STATUS_KEYS = ("status", "dlr_status", "statut", "state")
 _TO_KEYS = ("destination", "to", "phone", "msisdn", "recipient", "numero")
 _DATE_KEYS = ("done_date", "delivered_at", "date_delivery", "updated_at", "date", "created_at")
 _WRAPPERS = ("result", "data", "reports", "records", "messages", "sms")
+_TEXT_KEYS = ("message", "text", "sms", "content", "body")
+_SENT_KEYS = ("created_at", "date_send", "send_date", "sent_at", "submit_date", "date")
+# Report times and our clock may disagree a little: a record this much older still counts.
+LOOKUP_SLACK = timedelta(seconds=120)
 _BALANCE_KEYS = ("balance", "solde", "credit", "credits", "amount", "sms_balance")
 _CURRENCY_KEYS = ("currency", "devise", "unit")
 
@@ -179,6 +184,14 @@ def seconds_to_lome_midnight(now: datetime | None = None) -> float:
         now = now.replace(tzinfo=UTC)
     tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1.0, (tomorrow - now).total_seconds())
+
+
+def _part_number(value: Any) -> int | None:
+    """A part index or count from a callback, or None when absent or not a small number."""
+    number = to_float(value)
+    if number is None or number != int(number) or not 1 <= number <= 255:
+        return None
+    return int(number)
 
 
 class KingSmsAdapter(ProviderAdapter):
@@ -341,6 +354,60 @@ class KingSmsAdapter(ProviderAdapter):
         reports = (self._report(_lower_keys(item)) for item in answer)
         return [r for r in reports if r is not None]
 
+    def find_sent(self, ref: str, to: str, text: str, since: datetime) -> LookupResult:
+        """Look a possibly-sent message up in the API reports of the days since `since`.
+
+        KING SMS PRO keeps no reference of ours, so a record matches by destination,
+        text and send time (at most LOOKUP_SLACK before `since`). One match: found.
+        Several, or records to our number that lack the text or the time: unknown.
+        None: not found.
+        """
+        start = _naive_utc(since) - LOOKUP_SLACK
+        today = datetime.now(UTC).date()
+        reports = self.fetch_reports(min(start.date(), today), today, type=2)
+        wanted = _digits(to)
+        matches: list[StatusReport] = []
+        unclear = 0
+        for report in reports:
+            record = _lower_keys(report.raw)
+            if report.to is None:
+                unclear += 1
+                continue
+            if _digits(report.to) != wanted:
+                continue
+            sent_text = _first(record, _TEXT_KEYS)
+            sent_at = parse_kingsms_date(_first(record, _SENT_KEYS)) or report.occurred_at
+            if (sent_text is not None and str(sent_text) != text) or (
+                sent_at is not None and sent_at < start
+            ):
+                continue
+            if sent_text is None or sent_at is None:
+                unclear += 1
+                continue
+            matches.append(report)
+        raw = {"records": len(reports), "matches": [m.provider_message_id for m in matches]}
+        if len(matches) == 1 and not unclear:
+            found = matches[0]
+            return LookupResult(
+                "found",
+                found.provider_message_id,
+                detail=f"kingsms reports list messageId {found.provider_message_id} to this "
+                f"number with this text since the send ({found.raw_status})",
+                raw=raw,
+            )
+        if matches or unclear:
+            return LookupResult(
+                "unknown",
+                detail=f"kingsms reports hold {len(matches)} matching and {unclear} unclear "
+                "record(s) since the send",
+                raw=raw,
+            )
+        return LookupResult(
+            "not_found",
+            detail="kingsms reports have no message to this number with this text since the send",
+            raw=raw,
+        )
+
     def _report(self, data: dict[str, Any], default_id: str | None = None) -> StatusReport | None:
         """One record (trace, report or callback) as a StatusReport; None if it is not one."""
         raw_status = _text(_first(data, _STATUS_KEYS))
@@ -355,6 +422,8 @@ class KingSmsAdapter(ProviderAdapter):
             occurred_at=parse_kingsms_date(_first(data, _DATE_KEYS)),
             ref=_text(data.get("ref")) or None,
             to=_text(_first(data, _TO_KEYS)) or None,
+            part=_part_number(data.get("part")),
+            parts=_part_number(data.get("parts")),
         )
 
     # -- balance ----------------------------------------------------------
@@ -470,6 +539,15 @@ class KingSmsAdapter(ProviderAdapter):
         if isinstance(data, list):
             return [self._clean(v) for v in data]
         return self._scrub(data) if isinstance(data, str) else data
+
+
+def _naive_utc(when: datetime) -> datetime:
+    """Aware or naive-UTC `when` as naive UTC (Lomé keeps UTC), like the report dates."""
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in str(number) if ch.isdigit())
 
 
 def _active(value: Any) -> bool | None:

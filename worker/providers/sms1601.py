@@ -34,6 +34,7 @@ from producer.settings import ProviderSettings
 from producer.status import Status
 from worker.providers.base import (
     Balance,
+    LookupResult,
     OutgoingMessage,
     PermanentProviderError,
     ProviderAdapter,
@@ -49,6 +50,7 @@ DEFAULT_SENDER = "SMSQ"
 SINGLE_TEXT = 160  # above this, type=long
 LONG_TEXT = 459  # type=long carries at most 3 parts of 153
 MAX_REFERENCE = 75
+REPORT_LOOKBACK = 500  # messages the group report is asked for when looking one up
 
 # Kinds of error code: what the caller should do about it.
 RETRYABLE = "retryable"  # the gateway's own trouble: try again later
@@ -147,6 +149,15 @@ def parse_sms1601_date(value: Any) -> datetime | None:
     if match:
         return _amsterdam_to_utc(match.groups())
     return None
+
+
+def _naive_utc(when: datetime) -> datetime:
+    """Aware or naive-UTC `when` as naive UTC, the form report dates are read in."""
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+def _digits(number: str) -> str:
+    return "".join(ch for ch in str(number) if ch.isdigit())
 
 
 # -- answers -----------------------------------------------------------------
@@ -435,6 +446,60 @@ class Sms1601Adapter(ProviderAdapter):
             if report is not None:
                 reports.append(report)
         return reports
+
+    def find_sent(self, ref: str, to: str, text: str, since: datetime) -> LookupResult:
+        """Look a possibly-sent message up in the group report by `referentie` (our id).
+
+        Found when a line carries our reference. Confirmed not found only when
+        the report reaches back past `since` (fewer lines than asked, or a line
+        older than it) and no line since then could be ours (a batch send has
+        no reference: a line without one, to our number or to an unknown one,
+        makes the answer `unknown`). The report's order and format are not
+        documented; a line's date is its last status change, never before its send.
+        """
+        reports = self.fetch_report(REPORT_LOOKBACK)
+        raw = {"lines": len(reports), "asked": REPORT_LOOKBACK}
+        wanted = ref[:MAX_REFERENCE]
+        for report in reports:
+            if report.ref == wanted:
+                return LookupResult(
+                    "found",
+                    report.provider_message_id,
+                    detail=f"sms1601 report lists smsid {report.provider_message_id} "
+                    f"with our reference ({report.raw_status})",
+                    raw={**raw, "line": report.raw},
+                )
+        cutoff = _naive_utc(since)
+        reaches_back = len(reports) < REPORT_LOOKBACK or any(
+            r.occurred_at is not None and r.occurred_at < cutoff for r in reports
+        )
+        if not reaches_back:
+            return LookupResult(
+                "unknown",
+                detail=f"the sms1601 report of the last {REPORT_LOOKBACK} messages "
+                "does not reach back to the send",
+                raw=raw,
+            )
+        digits = _digits(to)
+        maybe = [
+            r
+            for r in reports
+            if not r.ref
+            and (r.to is None or _digits(r.to) == digits)
+            and (r.occurred_at is None or r.occurred_at >= cutoff)
+        ]
+        if maybe:
+            return LookupResult(
+                "unknown",
+                detail=f"{len(maybe)} sms1601 report line(s) since the send carry no "
+                "reference and could be this message",
+                raw=raw,
+            )
+        return LookupResult(
+            "not_found",
+            detail="the sms1601 report has no message with our reference since the send",
+            raw=raw,
+        )
 
     def _report_line(self, text: str) -> StatusReport | None:
         if ";" in text:

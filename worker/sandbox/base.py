@@ -99,6 +99,8 @@ class ProviderSim:
         self.expires_at: datetime | None = None
         self.active: bool = True
         self.callback_url: str | None = None  # account-level DLR URL (dashboard setting)
+        # Push one report per part of a long message (where the sim supports it).
+        self.per_part_reports: bool = False
         self._ids = itertools.count(100001)
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,6 +135,7 @@ class ProviderSim:
             self.expires_at = None
             self.active = True
             self.callback_url = None
+            self.per_part_reports = False
 
     # -- routing with log and faults --------------------------------------
     def routes(self) -> list[Route]:
@@ -186,13 +189,19 @@ class ProviderSim:
 
     # -- delivery callbacks -----------------------------------------------
     def schedule_push(
-        self, msg: SimMessage, url: str, params: dict[str, str], method: str = "GET"
+        self,
+        msg: SimMessage,
+        url: str,
+        params: dict[str, str],
+        method: str = "GET",
+        at_fraction: float = 1.0,
     ) -> None:
-        """Push `params` to `url` once the message is final (like the real gateway)."""
+        """Push `params` to `url` once the message is final (like the real gateway);
+        `at_fraction` of the delivery time instead, for per-part reports."""
         delay = (
             0.0
             if msg.outcome == "rejected"
-            else max(0.0, msg.created + self.delivery_seconds - time.time())
+            else max(0.0, msg.created + self.delivery_seconds * at_fraction - time.time())
         )
         try:
             loop = asyncio.get_running_loop()
@@ -237,6 +246,7 @@ class ProviderSim:
             "active": self.active,
             "callback_url": self.callback_url,
             "delivery_seconds": self.delivery_seconds,
+            "per_part_reports": self.per_part_reports,
         }
 
     def update_account(self, data: dict[str, Any]) -> None:
@@ -255,6 +265,8 @@ class ProviderSim:
             self.callback_url = data["callback_url"] or None
         if "delivery_seconds" in data:
             self.delivery_seconds = float(data["delivery_seconds"])
+        if "per_part_reports" in data:
+            self.per_part_reports = bool(data["per_part_reports"])
 
     def charge(self, segments: int) -> bool:
         """Take credit for a send; False when there is not enough."""

@@ -10,7 +10,8 @@ curl sends as multipart/form-data) or a JSON body.
                       in 0, LEN beyond the declared parts, NSF when the balance is short.
 - /sms/trace       -> ACT then DLG while pending, then DLV / ERD / EXP by outcome digit.
 - /sms/reports     -> the undocumented answer, chosen here: a JSON list of
-                      {messageId, destination, status, sender} created within the days.
+                      {messageId, destination, status, sender, message, created_at} sent
+                      within the days (created_at `YYYY-mm-dd HH:MM:SS`, Lomé time = UTC).
 - /account/details -> {"balance": "<number as string>", "currency": "XOF", "client_id"}.
 - PUSH: with dlr=yes (or 1) and a url, the final status is sent once known as
   GET <url>?messageId=...&status=DLV|ERD|EXP&destination=...
@@ -170,7 +171,18 @@ class KingSmsSim(ProviderSim):
         )
         if accepted and url:
             final = _FINAL[msg.outcome]
-            self.schedule_push(msg, url, {"messageId": msg.id, "status": final, "destination": to})
+            parts = analyse(text).segments
+            if self.per_part_reports and parts > 1:
+                # One report per part, spread over the delivery time; the last part
+                # carries the message's fate, the others arrive delivered.
+                for part in range(1, parts + 1):
+                    status = final if part == parts else _FINAL["delivered"]
+                    fields = {"messageId": msg.id, "status": status, "destination": to}
+                    fields.update({"part": str(part), "parts": str(parts)})
+                    self.schedule_push(msg, url, fields, at_fraction=part / parts)
+            else:
+                fields = {"messageId": msg.id, "status": final, "destination": to}
+                self.schedule_push(msg, url, fields)
         return msg
 
     # -- /sms/trace ----------------------------------------------------------
@@ -228,6 +240,8 @@ class KingSmsSim(ProviderSim):
                 "destination": m.to,
                 "status": self.status_of(m),
                 "sender": m.sender,
+                "message": m.text,
+                "created_at": f"{datetime.fromtimestamp(m.created, UTC):%Y-%m-%d %H:%M:%S}",
             }
             for m in list(self.messages.values())
             if start <= _lome_day(m.created) <= end

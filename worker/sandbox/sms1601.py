@@ -27,7 +27,8 @@ document's codes. Choices the document leaves open:
   outbox messages are never sent.
 - naar=groep&groep=NAME uses `self.groups`: unknown -> 125, empty -> 126.
 - `self.active` False or `expires_at` past -> 115; `self.maintenance` -> 150.
-- action=rapport: the last N messages as `smsid;STATUS;dd/mm/yyyy HH:MM:SS;referentie`.
+- action=rapport: the last N messages sent, oldest first, as
+  `smsid;number;STATUS;dd/mm/yyyy HH:MM:SS;referentie` (the date of the last status).
 PUSH: with the account callback URL set, each final status is pushed as
 `GET <url>?smsid&datum=yyyymmddHHMMSS&status&referentie` (Amsterdam time).
 """
@@ -158,7 +159,7 @@ class Sms1601Sim(ProviderSim):
         lines = []
         for msg in last:
             status, at = self._state(msg)
-            lines.append(f"{msg.id};{status};{at:%d/%m/%Y %H:%M:%S};{msg.reference or ''}")
+            lines.append(f"{msg.id};{msg.to};{status};{at:%d/%m/%Y %H:%M:%S};{msg.reference or ''}")
         return _text("\n".join(lines))
 
     def _remove_one(self, p: dict[str, str]) -> Response:

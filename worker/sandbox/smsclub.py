@@ -181,6 +181,7 @@ class SmsClubSim(ProviderSim):
             return _invalid("id_sms must be a non-empty array")
         if len(ids) > MAX_IDS:
             return _invalid(f"too many ids ({len(ids)} > {MAX_IDS})")
+        self.count_recipients(len(ids))
         info: dict[str, str] = {}
         for raw_id in ids:
             msg = self.messages.get(str(raw_id).strip())

@@ -1,0 +1,293 @@
+"""Delivery reports through the one state machine: pending, final, late, duplicate,
+per-part, early pushes, and the web callback endpoint (forged, malformed, unknown).
+
+A real SQLite store in a temp dir; the broker URL points nowhere, so metrics
+and notification publishing fail fast and quietly (they never block a report).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import select
+
+from producer import db
+from producer.models import Message, MessageEvent
+from producer.settings import reload_settings
+from producer.status import TERMINAL, Status
+from worker.callbacks import callback_token
+from worker.dlr import adopt_early_reports, apply_push
+from worker.providers.base import StatusReport
+from worker.reports import apply_report, combined_status, part_states
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("SMSQ_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "unit-test-callback-secret")
+    monkeypatch.setenv("SMSQ_KECCEL_TOKEN", "k")
+    monkeypatch.setenv("SMSQ_KINGSMS_API_KEY", "a")
+    monkeypatch.setenv("SMSQ_KINGSMS_CLIENT_ID", "1")
+    reload_settings()
+    db.reset_engine()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+    db.reset_engine()
+
+
+def make_row(provider: str = "keccel", pid: str = "555", segments: int = 1, status=Status.SENT):  # type: ignore[no-untyped-def]
+    with db.session() as s:
+        row = Message(
+            to="243851234567",
+            text="hello",
+            provider=provider,
+            status=status.value,
+            provider_message_id=pid,
+            segments=segments,
+        )
+        s.add(row)
+        s.commit()
+        s.refresh(row)
+        return row.id
+
+
+def load(mid: str) -> Message:
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        return row
+
+
+def events(mid: str | None) -> list[MessageEvent]:
+    with db.session() as s:
+        return list(
+            s.exec(
+                select(MessageEvent).where(MessageEvent.message_id == mid).order_by(MessageEvent.id)  # type: ignore[arg-type]
+            )
+        )
+
+
+def report(status: Status | None, pid: str = "555", **kw) -> StatusReport:  # type: ignore[no-untyped-def]
+    raw = status.value.upper() if status else "PENDING"
+    return StatusReport(
+        provider_message_id=pid, status=status, raw_status=raw, raw={"s": raw}, **kw
+    )
+
+
+def apply(mid: str, rep: StatusReport, source: str = "poll") -> bool:
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        moved = apply_report(s, row, rep, source)
+        s.commit()
+        return moved
+
+
+# --- whole-message reports ------------------------------------------------------
+
+
+@pytest.mark.parametrize("final", sorted(TERMINAL - {Status.FAILED}))
+def test_final_report_moves_a_sent_message_and_clears_its_poll(store, final: Status) -> None:
+    mid = make_row()
+    assert apply(mid, report(final))
+    row = load(mid)
+    assert row.status == final.value
+    assert row.next_poll_at is None
+    assert events(mid)[-1].new_status == final.value
+
+
+def test_pending_report_is_kept_and_changes_nothing(store) -> None:
+    mid = make_row()
+    assert not apply(mid, report(None))
+    assert not apply(mid, report(Status.SENT))
+    assert load(mid).status == "sent"
+    kept = events(mid)
+    assert [e.applied for e in kept] == [False, False]
+    assert all("pending" in (e.note or "") for e in kept)
+
+
+@pytest.mark.parametrize(
+    "late", [Status.SENT, Status.UNDELIVERED, Status.DELIVERED, Status.EXPIRED]
+)
+def test_late_or_duplicate_report_after_final_is_stored_and_ignored(store, late: Status) -> None:
+    mid = make_row()
+    apply(mid, report(Status.DELIVERED))
+    before = len(events(mid))
+    assert not apply(mid, report(late), source="push")
+    assert load(mid).status == "delivered"
+    after = events(mid)
+    assert len(after) == before + 1
+    assert after[-1].applied is False
+    assert after[-1].source == "push"
+
+
+# --- long messages --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("states", "parts", "expected"),
+    [
+        ({}, 3, None),
+        ({1: Status.DELIVERED}, 3, None),
+        ({1: Status.DELIVERED, 2: Status.DELIVERED}, 3, None),
+        ({1: Status.DELIVERED, 2: Status.DELIVERED, 3: Status.DELIVERED}, 3, Status.DELIVERED),
+        ({2: Status.UNDELIVERED}, 3, Status.UNDELIVERED),
+        ({1: Status.DELIVERED, 3: Status.EXPIRED}, 3, Status.EXPIRED),
+        ({1: Status.REJECTED, 2: Status.EXPIRED}, 2, Status.REJECTED),
+        ({1: Status.DELIVERED, 3: Status.DELIVERED}, 3, None),
+    ],
+)
+def test_combined_status_of_parts(states, parts, expected) -> None:  # type: ignore[no-untyped-def]
+    assert combined_status(states, parts) == expected
+
+
+def test_long_message_is_delivered_only_when_every_part_is(store) -> None:
+    mid = make_row(provider="kingsms", segments=3)
+    assert not apply(mid, report(Status.DELIVERED, part=2, parts=3), "push")
+    assert load(mid).status == "sent"
+    assert not apply(mid, report(Status.DELIVERED, part=2, parts=3), "push")  # duplicate part
+    assert not apply(mid, report(Status.DELIVERED, part=1, parts=3), "push")
+    assert load(mid).status == "sent"
+    assert part_states(load(mid)) == {1: Status.DELIVERED, 2: Status.DELIVERED}
+    assert apply(mid, report(Status.DELIVERED, part=3, parts=3), "push")
+    row = load(mid)
+    assert row.status == "delivered"
+    notes = [e.note or "" for e in events(mid)]
+    assert sum("waiting for the rest" in n for n in notes) == 2
+    assert any("not forward" in n for n in notes)  # the duplicate part 2
+    assert "part 3/3" in notes[-1]
+
+
+def test_one_failed_part_makes_the_long_message_undelivered(store) -> None:
+    mid = make_row(provider="kingsms", segments=2)
+    assert not apply(mid, report(Status.DELIVERED, part=1), "push")
+    assert apply(mid, report(Status.UNDELIVERED, part=2), "push")
+    assert load(mid).status == "undelivered"
+    # a late "delivered" for the failed part changes nothing
+    assert not apply(mid, report(Status.DELIVERED, part=2), "push")
+    assert load(mid).status == "undelivered"
+
+
+def test_part_report_for_a_single_part_message_counts_as_whole(store) -> None:
+    mid = make_row(segments=1)
+    assert apply(mid, report(Status.DELIVERED, part=1, parts=1))
+    assert load(mid).status == "delivered"
+
+
+# --- pushes -----------------------------------------------------------------------
+
+
+def test_push_for_unknown_id_is_recorded_not_an_error(store) -> None:
+    counts = apply_push("keccel", [report(Status.DELIVERED, pid="nope")])
+    assert counts == {"applied": 0, "ignored": 0, "unknown": 1}
+    orphan = events(None)
+    assert len(orphan) == 1
+    assert orphan[0].provider_message_id == "nope"
+    assert orphan[0].new_status == "delivered"
+
+
+def test_push_does_not_match_another_providers_message(store) -> None:
+    mid = make_row(provider="kingsms", pid="777")
+    counts = apply_push("keccel", [report(Status.DELIVERED, pid="777", ref=mid)])
+    assert counts["unknown"] == 1
+    assert load(mid).status == "sent"
+
+
+def test_push_that_beat_the_send_answer_is_applied_once_the_id_is_stored(store) -> None:
+    apply_push("keccel", [report(Status.DELIVERED, pid="900")])
+    mid = make_row(pid="900")
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        assert adopt_early_reports(s, row) == 1
+        s.commit()
+    assert load(mid).status == "delivered"
+    assert events(None) == []  # the orphan now belongs to the message
+    assert any("matched once the send was stored" in (e.note or "") for e in events(mid))
+
+
+# --- the web endpoint -------------------------------------------------------------
+
+
+@pytest.fixture
+def client(store) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    from worker.web import app
+
+    with TestClient(app) as c:
+        yield c
+
+
+def test_keccel_push_with_the_secret_delivers(client: TestClient) -> None:
+    mid = make_row(pid="4242")
+    url = f"/dlr/keccel/{callback_token('keccel')}"
+    answer = client.get(url, params={"messageID": "4242", "status": "DELIVERED"})
+    assert answer.status_code == 200
+    assert answer.json()["applied"] == 1
+    assert load(mid).status == "delivered"
+    again = client.get(url, params={"messageID": "4242", "status": "DELIVERED"})
+    assert again.status_code == 200 and again.json()["ignored"] == 1
+    assert load(mid).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    "token", ["forged", "", "x" * 40, callback_token.__name__, "../keccel"], ids=repr
+)
+def test_forged_callback_is_refused_and_changes_nothing(client: TestClient, token: str) -> None:
+    mid = make_row(pid="4243")
+    answer = client.get(f"/dlr/keccel/{token}", params={"messageID": "4243", "status": "DELIVERED"})
+    assert answer.status_code in (403, 404, 405)
+    assert load(mid).status == "sent"
+    assert events(mid) == [] and events(None) == []
+
+
+def test_token_of_another_provider_is_refused(client: TestClient) -> None:
+    mid = make_row(pid="4244")
+    answer = client.get(
+        f"/dlr/keccel/{callback_token('sms1601')}",
+        params={"messageID": "4244", "status": "DELIVERED"},
+    )
+    assert answer.status_code == 403
+    assert load(mid).status == "sent"
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"status": "DELIVERED"}, {"messageID": "4245"}, {"messageID": "", "status": ""}]
+)
+def test_malformed_callback_is_400_and_changes_nothing(client: TestClient, params) -> None:  # type: ignore[no-untyped-def]
+    mid = make_row(pid="4245")
+    answer = client.get(f"/dlr/keccel/{callback_token('keccel')}", params=params)
+    assert answer.status_code == 400
+    assert load(mid).status == "sent"
+    assert events(mid) == [] and events(None) == []
+
+
+def test_garbage_body_is_400_not_500(client: TestClient) -> None:
+    answer = client.post(
+        f"/dlr/kingsms/{callback_token('kingsms')}",
+        content=b"\xff\xfe{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400
+
+
+def test_unknown_id_push_is_200_and_recorded(client: TestClient) -> None:
+    answer = client.get(
+        f"/dlr/keccel/{callback_token('keccel')}",
+        params={"messageID": "99999", "status": "DELIVERED"},
+    )
+    assert answer.status_code == 200 and answer.json()["unknown"] == 1
+    assert len(events(None)) == 1
+
+
+def test_provider_without_push_has_no_callback_endpoint(client: TestClient) -> None:
+    answer = client.get(f"/dlr/smsclub/{callback_token('smsclub')}")
+    assert answer.status_code == 404

@@ -1,0 +1,427 @@
+"""Retry policy, attempt events, circuit breaker, fallbacks and the send-time guard,
+through `worker.sending.send_messages` on a real SQLite store and a real Redis.
+
+Only the gateway is fake (an adapter that answers what each test says), so the
+decisions of sending.py are what is under test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlmodel import select
+
+from producer import db
+from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
+from producer.models import Message, MessageEvent, utcnow
+from producer.queues import broker_url
+from producer.settings import get_settings, reload_settings
+from producer.status import Status
+from worker import metrics, sending
+from worker.breaker import Breaker
+from worker.providers.base import (
+    OutgoingMessage,
+    PermanentProviderError,
+    RetryableProviderError,
+    SendResult,
+)
+
+DRC = "243851234567"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("send-redis")
+    url = ensure_embedded_redis(data_dir)
+    yield url
+    stop_embedded_redis(data_dir)
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch, tmp_path, redis_url: str) -> Iterator[None]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for key in list(os.environ):
+        if key.startswith("SMSQ_"):
+            monkeypatch.delenv(key)
+    env = {
+        "SMSQ_DATA_DIR": str(tmp_path),
+        "SMSQ_BROKER_URL": redis_url,
+        "SMSQ_KECCEL_TOKEN": "k-token",
+        "SMSQ_KINGSMS_API_KEY": "king-key",
+        "SMSQ_KINGSMS_CLIENT_ID": "7",
+        "SMSQ_SMS1601_USERNAME": "user",
+        "SMSQ_SMS1601_PASSWORD": "pw-1601",
+        "SMSQ_BREAKER_FAILURES": "2",
+        "SMSQ_BREAKER_COOLDOWN_SECONDS": "0.5",
+        "SMSQ_RETRY_BASE_SECONDS": "0.1",
+        "SMSQ_RETRY_CAP_SECONDS": "0.4",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reload_settings()
+    broker_url.cache_clear()
+    metrics._client = None
+    db.reset_engine()
+    redis.Redis.from_url(redis_url).flushdb()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+    broker_url.cache_clear()
+    metrics._client = None
+    db.reset_engine()
+
+
+Answer = Callable[[Sequence[OutgoingMessage]], list[SendResult]]
+
+
+@dataclass
+class FakeGateway:
+    """An adapter whose answers a test queues; it records every batch it was given."""
+
+    name: str
+    answers: list[Answer | Exception] = field(default_factory=list)
+    calls: list[list[str]] = field(default_factory=list)
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        self.calls.append([m.ref for m in batch])
+        answer = self.answers.pop(0) if self.answers else accept
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(batch)
+
+
+def accept(batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+    return [SendResult(m.ref, Status.SENT, f"gw-{m.ref[:6]}") for m in batch]
+
+
+@pytest.fixture
+def gateways(store: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeGateway]:
+    fakes = {n: FakeGateway(n) for n in ("keccel", "smsclub", "kingsms", "sms1601")}
+    monkeypatch.setattr(sending, "get_adapter", lambda name: fakes[name])
+    return fakes
+
+
+@dataclass
+class Requeue:
+    calls: list[tuple[list[str], float]] = field(default_factory=list)
+
+    def __call__(self, ids: list[str], countdown: float) -> None:
+        self.calls.append((list(ids), countdown))
+
+
+def add_row(provider: str = "keccel", fallbacks: str = "", **kw: object) -> str:
+    now = utcnow()
+    row = Message(
+        to=str(kw.pop("to", DRC)),
+        text=str(kw.pop("text", "Your code is 4711")),
+        provider=provider,
+        fallbacks=fallbacks,
+        created_at=now,
+        updated_at=now,
+        **kw,  # type: ignore[arg-type]
+    )
+    with db.session() as s:
+        s.add(row)
+        s.commit()
+    return row.id
+
+
+def row(mid: str) -> Message:
+    with db.session() as s:
+        found = s.get(Message, mid)
+    assert found is not None
+    return found
+
+
+def events(mid: str, kind: str | None = None) -> list[MessageEvent]:
+    with db.session() as s:
+        query = select(MessageEvent).where(MessageEvent.message_id == mid)
+        found = list(s.exec(query.order_by(MessageEvent.id)))  # type: ignore[arg-type]
+    return [e for e in found if kind is None or e.kind == kind]
+
+
+def notes(mid: str, kind: str) -> list[str]:
+    return [e.note or "" for e in events(mid, kind)]
+
+
+def send(mid: str, requeue: Requeue | None = None) -> sending.SendOutcome:
+    """Run the send task's body for `mid`, first making the row claimable again."""
+    with db.session() as s:
+        r = s.get(Message, mid)
+        assert r is not None
+        assert r.status == Status.QUEUED.value, r.status
+    return sending.send_messages([mid], requeue or Requeue())
+
+
+# -- retry policy and attempt events ------------------------------------------------
+def test_every_attempt_is_an_event_with_its_outcome(gateways: dict[str, FakeGateway]) -> None:
+    gateways["keccel"].answers = [
+        RetryableProviderError("keccel POST /message.asp: HTTP 503", code="503"),
+        RetryableProviderError("keccel: too many", throttled=True, retry_after=3.0),
+    ]
+    mid = add_row()
+    send(mid)
+    send(mid)
+    send(mid)
+    assert notes(mid, "attempt") == [
+        "attempt 1 via keccel: retryable error: keccel POST /message.asp: HTTP 503",
+        "not an attempt via keccel: rate-limited by the gateway (keccel: too many): "
+        "handed back for 3.0s, not counted",
+        "attempt 2 via keccel: accepted (gateway id gw-" + mid[:6] + ")",
+    ]
+    final = row(mid)
+    assert final.status == Status.SENT.value and final.attempts == 2
+
+
+def test_permanent_error_is_recorded_and_never_retried(gateways: dict[str, FakeGateway]) -> None:
+    gateways["keccel"].answers = [PermanentProviderError("keccel: Invalid token")]
+    requeue = Requeue()
+    mid = add_row()
+    send(mid, requeue)
+    assert row(mid).status == Status.FAILED.value
+    assert row(mid).error == "keccel: Invalid token"
+    assert notes(mid, "attempt") == ["attempt 1 via keccel: permanent error: keccel: Invalid token"]
+    assert requeue.calls == []
+
+
+def test_a_refused_message_is_a_permanent_attempt(gateways: dict[str, FakeGateway]) -> None:
+    gateways["keccel"].answers = [
+        lambda b: [SendResult(b[0].ref, Status.REJECTED, error="keccel rejected: bad number")]
+    ]
+    mid = add_row()
+    send(mid)
+    assert row(mid).status == Status.REJECTED.value
+    assert notes(mid, "attempt") == [
+        "attempt 1 via keccel: permanent error: keccel rejected: bad number"
+    ]
+
+
+def test_retry_after_is_honoured_exactly_and_429_is_not_counted(
+    gateways: dict[str, FakeGateway],
+) -> None:
+    gateways["keccel"].answers = [
+        RetryableProviderError("HTTP 429", throttled=True, retry_after=7.0),
+        RetryableProviderError("HTTP 503", retry_after=11.0),
+    ]
+    requeue = Requeue()
+    mid = add_row()
+    send(mid, requeue)
+    assert requeue.calls[-1][1] == 7.0
+    assert row(mid).attempts == 0
+    send(mid, requeue)
+    assert requeue.calls[-1][1] == 11.0
+    assert row(mid).attempts == 1
+    # 429s never open the breaker, however many
+    assert Breaker("keccel").snapshot().failures == 1
+
+
+def test_backoff_is_exponential_jittered_and_capped(store: None) -> None:
+    settings = get_settings()  # base 0.1, cap 0.4
+    for attempt, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.4), (9, 0.4)]:
+        delays = {sending.backoff_delay(attempt) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)
+        assert len(delays) > 1  # jitter
+    assert settings.retry_cap_seconds == 0.4
+    assert sending.backoff_delay(5, retry_after=42.0) == 42.0
+
+
+def test_gives_up_after_max_attempts(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("SMSQ_BREAKER_FAILURES", "50")
+    reload_settings()
+    gateways["keccel"].answers = [RetryableProviderError("HTTP 503")] * 2
+    requeue = Requeue()
+    mid = add_row()
+    send(mid, requeue)
+    send(mid, requeue)
+    final = row(mid)
+    assert final.status == Status.FAILED.value
+    assert final.error == "gave up after 2 attempt(s): HTTP 503"
+    assert len(requeue.calls) == 1
+
+
+def test_gives_up_past_the_deadline(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_RETRY_DEADLINE_SECONDS", "1")
+    monkeypatch.setenv("SMSQ_RETRY_BASE_SECONDS", "30")
+    monkeypatch.setenv("SMSQ_RETRY_CAP_SECONDS", "30")
+    reload_settings()
+    gateways["keccel"].answers = [RetryableProviderError("HTTP 503")]
+    mid = add_row()
+    send(mid)
+    assert row(mid).status == Status.FAILED.value
+    assert "gave up after 1 attempt(s)" in (row(mid).error or "")
+
+
+# -- circuit breaker and fallbacks --------------------------------------------------
+def open_keccel(gateways: dict[str, FakeGateway], mid: str) -> None:
+    """Two retryable failures in a row (SMSQ_BREAKER_FAILURES=2) open keccel's breaker."""
+    gateways["keccel"].answers = [RetryableProviderError("HTTP 503")] * 2
+    send(mid)
+    assert Breaker("keccel").snapshot().state == "closed"
+    send(mid)
+    assert Breaker("keccel").snapshot().state == "open"
+
+
+def test_open_breaker_reroutes_to_the_fallback(gateways: dict[str, FakeGateway]) -> None:
+    mid = add_row(fallbacks="sms1601")
+    open_keccel(gateways, mid)
+    assert [n for n in notes(mid, "breaker")] == [
+        "circuit breaker of keccel opened after 2 retryable failures in a row: "
+        "no calls to keccel for 0.5s"
+    ]
+    requeue = Requeue()
+    outcome = send(mid, requeue)
+    assert outcome.rerouted == 1
+    assert len(gateways["keccel"].calls) == 2  # no call while open
+    moved = row(mid)
+    assert (moved.status, moved.provider, moved.fallbacks) == ("queued", "sms1601", "keccel")
+    assert moved.attempts == 2  # the diverted claim is not an attempt
+    assert requeue.calls == [([mid], 0.0)]
+    assert notes(mid, "reroute") == ["rerouted from keccel to sms1601: keccel circuit breaker open"]
+    send(mid)
+    sent = row(mid)
+    assert (sent.status, sent.provider, sent.attempts) == ("sent", "sms1601", 3)
+    assert gateways["sms1601"].calls == [[mid]]
+
+
+def test_without_a_fallback_messages_wait_for_the_cooldown(
+    gateways: dict[str, FakeGateway],
+) -> None:
+    Breaker("keccel").trip(20)
+    requeue = Requeue()
+    mid = add_row()
+    before = utcnow()
+    outcome = send(mid, requeue)
+    waiting = row(mid)
+    assert outcome.waiting == 1 and gateways["keccel"].calls == []
+    assert waiting.status == "queued" and waiting.attempts == 0
+    [(ids, countdown)] = requeue.calls
+    assert ids == [mid] and 19 < countdown <= 20
+    assert waiting.next_attempt_at is not None
+    assert waiting.next_attempt_at >= before + timedelta(seconds=19)
+    assert "waiting" in events(mid, "status")[-1].note  # type: ignore[operator]
+
+
+def test_half_open_trial_success_closes_the_breaker(gateways: dict[str, FakeGateway]) -> None:
+    Breaker("keccel").trip(0.2)
+    import time
+
+    time.sleep(0.3)
+    mid = add_row()
+    send(mid)
+    assert row(mid).status == "sent"
+    assert Breaker("keccel").snapshot().state == "closed"
+    assert notes(mid, "breaker") == [
+        "circuit breaker of keccel closed: the trial batch went through"
+    ]
+
+
+def test_wait_past_the_deadline_fails(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_RETRY_DEADLINE_SECONDS", "5")
+    reload_settings()
+    Breaker("keccel").trip(60)
+    mid = add_row()
+    send(mid)
+    failed = row(mid)
+    assert failed.status == "failed" and failed.attempts == 0
+    assert failed.error == "gave up: keccel circuit breaker open past the retry deadline"
+
+
+def test_a_fallback_that_cannot_carry_the_text_is_not_used(
+    gateways: dict[str, FakeGateway],
+) -> None:
+    Breaker("keccel").trip(20)
+    long_text = "x" * 600  # keccel takes 765 characters, sms1601 459
+    mid = add_row(fallbacks="sms1601", text=long_text, segments=4)
+    send(mid)
+    kept = row(mid)
+    assert (kept.status, kept.provider) == ("queued", "keccel")
+    assert "sms1601 cannot take it (text: has 600 characters" in (
+        events(mid, "status")[-1].note or ""
+    )
+    assert gateways["sms1601"].calls == []
+
+
+def test_fallback_choice_skips_unusable_providers(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mid = add_row(fallbacks="smsclub,kingsms,sms1601")
+    Breaker("kingsms").trip(20)
+    target, skipped = sending.fallback_for(row(mid))
+    assert target == "sms1601"
+    assert skipped == ["smsclub is not configured", "kingsms circuit breaker open"]
+    flash = add_row(provider="kingsms", fallbacks="sms1601", flash=True)
+    assert sending.fallback_for(row(flash)) == (
+        None,
+        ["sms1601 cannot take it (flash: not supported)"],
+    )
+    sender = add_row(provider="keccel", fallbacks="sms1601", sender="SHOP")
+    assert sending.fallback_for(row(sender))[0] == "sms1601"
+
+
+# -- the send-time guard ------------------------------------------------------------
+def block(monkeypatch: pytest.MonkeyPatch, blocked: dict[str, str]) -> None:
+    monkeypatch.setattr("worker.guard.account_block", lambda provider: blocked.get(provider))
+
+
+def test_guard_block_reroutes_without_calling_the_provider(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block(monkeypatch, {"keccel": "credits expired on 2026-01-31"})
+    mid = add_row(fallbacks="sms1601")
+    send(mid)
+    assert gateways["keccel"].calls == []
+    assert notes(mid, "reroute") == [
+        "rerouted from keccel to sms1601: keccel account blocked: credits expired on 2026-01-31"
+    ]
+    send(mid)
+    assert (row(mid).status, row(mid).provider, row(mid).attempts) == ("sent", "sms1601", 1)
+
+
+def test_guard_block_without_fallback_fails_clearly_and_burns_nothing(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block(monkeypatch, {"keccel": "account inactive", "sms1601": "credits expired"})
+    requeue = Requeue()
+    alone = add_row()
+    both = add_row(fallbacks="sms1601")
+    sending.send_messages([alone, both], requeue)
+    assert gateways["keccel"].calls == [] and gateways["sms1601"].calls == []
+    assert requeue.calls == []
+    assert (row(alone).status, row(alone).attempts) == ("failed", 0)
+    assert row(alone).error == "not sent: keccel account blocked: account inactive; no fallback"
+    assert row(both).error == (
+        "not sent: keccel account blocked: account inactive; "
+        "fallbacks: sms1601 account blocked: credits expired"
+    )
+
+
+# -- uncertain sends in the worker ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("policy", "status"), [("reconcile", "sending"), ("resend", "queued"), ("fail", "failed")]
+)
+def test_unexpected_error_after_the_request_follows_the_policy(
+    gateways: dict[str, FakeGateway], monkeypatch: pytest.MonkeyPatch, policy: str, status: str
+) -> None:
+    monkeypatch.setenv("SMSQ_UNCERTAIN_SEND", policy)
+    reload_settings()
+    gateways["keccel"].answers = [KeyError("messageID")]
+    mid = add_row()
+    send(mid)
+    left = row(mid)
+    assert left.status == status
+    assert notes(mid, "attempt") == ["attempt 1 via keccel: uncertain: KeyError: 'messageID'"]
+    if policy == "reconcile":  # the sweep asks the gateway later; nothing is resent now
+        assert "the sweep will ask the gateway" in (left.note or "")
+    assert len(gateways["keccel"].calls) == 1
