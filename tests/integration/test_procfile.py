@@ -99,6 +99,10 @@ def test_honcho_start_runs_the_procfile_stack(tmp_path: Path) -> None:
     try:
         with httpx.Client(timeout=5) as http:
             _wait(lambda: http.get(f"{web}/healthz").status_code == 200, 60)
+            flower = f"http://127.0.0.1:{base + 300}"
+            user, password = FLOWER_AUTH.split(":")
+            # Flower sees the tasks that run while it listens: wait for it first.
+            _wait(lambda: http.get(f"{flower}/api/workers", auth=(user, password)).json(), 60)
             ids = {}
             for provider, number in (("keccel", "243851234561"), ("kingsms", "22890443671")):
                 answer = http.post(
@@ -117,10 +121,16 @@ def test_honcho_start_runs_the_procfile_stack(tmp_path: Path) -> None:
                 )
 
             _wait(delivered, 60)
-            flower = f"http://127.0.0.1:{base + 300}"
-            _wait(lambda: http.get(f"{flower}/").status_code == 401, 60)
-            user, password = FLOWER_AUTH.split(":")
+            assert http.get(f"{flower}/").status_code == 401
+            assert http.get(f"{flower}/api/tasks").status_code == 401
             assert http.get(f"{flower}/", auth=(user, password)).status_code == 200
+
+            def sends_seen() -> dict:  # type: ignore[type-arg]
+                tasks = http.get(f"{flower}/api/tasks", auth=(user, password)).json()
+                names = {t.get("name") for t in tasks.values()}
+                return tasks if {"smsq.send", "smsq.tick"} <= names else {}
+
+            tasks = _wait(sends_seen, 60)
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         try:
@@ -130,6 +140,12 @@ def test_honcho_start_runs_the_procfile_stack(tmp_path: Path) -> None:
             honcho.wait()
         sandbox.stop()
         stop_embedded_redis(tmp_path)
+    # What Flower shows of each task: readable names, ids only in the arguments.
+    shown = json.dumps([[t.get("name"), t.get("args"), t.get("kwargs")] for t in tasks.values()])
+    for mid in ids.values():
+        assert mid in shown
+    for private in [*secrets, "via honcho", "243851234561", "22890443671"]:
+        assert private not in shown, private
     output = log_path.read_text(errors="replace")
     for secret in secrets:
         assert secret not in output, f"a configured secret ({secret[:3]}…) is in the logs"
