@@ -25,6 +25,7 @@ from producer.routing import choose_providers
 from producer.settings import get_settings, provider_settings
 from producer.status import Status
 from producer.validation import (
+    MAX_IDEMPOTENCY_KEY,
     check_idempotency_key,
     check_provider,
     check_send_at,
@@ -183,6 +184,12 @@ def send_bulk(
     numbers = [normalise_number(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
+    if key and len(f"{key}:{len(numbers) - 1}") > MAX_IDEMPOTENCY_KEY:  # the stored keys
+        raise InvalidMessage(
+            "idempotency_key",
+            f"is too long for {len(numbers)} numbers: with ':<index>' it must fit "
+            f"{MAX_IDEMPOTENCY_KEY} characters",
+        )
     when = check_send_at(send_at)
     url = check_url(callback_url)
     is_flash = _check_flash(flash)

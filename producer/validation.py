@@ -21,10 +21,21 @@ MAX_IDEMPOTENCY_KEY = 200
 MAX_URL = 2000
 
 
+def _encodable(value: str, field: str) -> str:
+    """`value`, or InvalidMessage when it holds an unpaired surrogate (not storable)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessage(field, "is not valid Unicode (unpaired surrogate)") from None
+    return value
+
+
 def normalise_number(value: object, field: str = "to") -> str:
     """International digits without "+" (243851234567), or InvalidMessage."""
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InvalidMessage(field, "must be a phone number as a string")
+    if isinstance(value, int) and abs(value) >= 10**20:  # str() of a huge int raises
+        raise InvalidMessage(field, "is not a possible number (wrong length)")
     raw = str(value).strip()
     if not raw:
         raise InvalidMessage(field, "is empty; give an international number like 243851234567")
@@ -63,6 +74,7 @@ def check_text(value: object, provider: str, field: str = "text") -> TextInfo:
         raise InvalidMessage(field, "is empty")
     if "\x00" in value:
         raise InvalidMessage(field, "contains a NUL character")
+    _encodable(value, field)
     limits = LIMITS[provider]
     if len(value) > limits.max_text:
         raise InvalidMessage(
@@ -112,7 +124,10 @@ def check_send_at(value: object, field: str = "send_at") -> datetime | None:
             raise InvalidMessage(field, f"{value!r} is not an ISO 8601 date and time") from None
     if not isinstance(value, datetime):
         raise InvalidMessage(field, "must be a datetime")
-    when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        when = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:  # 9999-12-31T23:59-05:00 is past datetime.max in UTC
+        raise InvalidMessage(field, f"{value.isoformat()} is out of range") from None
     if when <= datetime.now(UTC):
         raise InvalidMessage(field, f"{value.isoformat()} is in the past")
     return when
@@ -125,7 +140,7 @@ def check_idempotency_key(value: object, field: str = "idempotency_key") -> str 
         raise InvalidMessage(field, "must be a non-empty string")
     if len(value) > MAX_IDEMPOTENCY_KEY:
         raise InvalidMessage(field, f"is longer than {MAX_IDEMPOTENCY_KEY} characters")
-    return value
+    return _encodable(value, field)
 
 
 def check_url(value: object, field: str = "callback_url") -> str | None:
@@ -135,4 +150,4 @@ def check_url(value: object, field: str = "callback_url") -> str | None:
         raise InvalidMessage(field, "must be an http:// or https:// URL")
     if len(value) > MAX_URL:
         raise InvalidMessage(field, f"is longer than {MAX_URL} characters")
-    return value.strip()
+    return _encodable(value.strip(), field)

@@ -14,7 +14,7 @@ import secrets
 from producer.settings import get_settings, provider_settings
 
 _KEY = "smsq:callback-secret"
-_cached: str | None = None
+_cached: tuple[str, str] | None = None  # (broker URL, secret)
 
 
 def _master_secret() -> str:
@@ -22,14 +22,17 @@ def _master_secret() -> str:
     configured = get_settings().callback_secret
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()
-    if _cached is None:
+    from producer.queues import broker_url
+
+    url = broker_url()
+    if _cached is None or _cached[0] != url:  # one secret per Redis (tests switch stacks)
         from worker.metrics import _redis
 
         client = _redis()
         client.set(_KEY, secrets.token_urlsafe(32), nx=True)
         value = client.get(_KEY)
-        _cached = value.decode() if isinstance(value, bytes) else str(value)
-    return _cached
+        _cached = (url, value.decode() if isinstance(value, bytes) else str(value))
+    return _cached[1]
 
 
 def callback_token(provider: str) -> str:

@@ -120,11 +120,20 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def _message_id(value: str) -> str:
+    """`value`, or UsageError when it cannot be a stored id (undecodable argv bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"id: no message {value!r}") from None
+    return value
+
+
 def _status(args: argparse.Namespace) -> int:
     from producer import get_status
     from producer.api import message_events
 
-    st = get_status(args.id)
+    st = get_status(_message_id(args.id))
     if st is None:
         raise UsageError(f"id: no message {args.id!r}")
     if args.json:
@@ -271,7 +280,7 @@ def _callback_url(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from worker.cancel import cancel_message
 
-    st = cancel_message(args.id)
+    st = cancel_message(_message_id(args.id))
     print(f"{st.id} cancelled")
     return 0
 

@@ -17,14 +17,18 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("smsq.metrics")
 HASH = "smsq:metrics"
 _client: redis.Redis | None = None
+_client_url: str | None = None
 
 
 def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
-        from producer.queues import broker_url
+    """A client on the broker's Redis; a new one when the broker URL changes (tests, CLI)."""
+    global _client, _client_url
+    from producer.queues import broker_url
 
-        _client = redis.Redis.from_url(broker_url(), socket_timeout=2, socket_connect_timeout=2)
+    url = broker_url()
+    if _client is None or _client_url != url:
+        _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        _client_url = url
     return _client
 
 

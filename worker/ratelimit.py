@@ -84,6 +84,7 @@ return 0
 """
 
 _client: redis.Redis | None = None
+_client_url: str | None = None
 _lock = threading.Lock()
 _local = threading.local()  # per thread: {limiter key: (limiter, token)} of unstamped grants
 _tokens = itertools.count(1)
@@ -91,13 +92,15 @@ _hooked: set[int] = set()  # id() of httpx clients that stamp responses
 
 
 def _redis() -> redis.Redis:
-    global _client
+    """A client on the broker's Redis; a new one when the broker URL changes."""
+    global _client, _client_url
     with _lock:
-        if _client is None:
-            url = broker_url()
+        url = broker_url()
+        if _client is None or _client_url != url:
             if not url.startswith(("redis://", "rediss://", "unix://")):
                 raise RuntimeError("the global rate limiter needs a Redis broker")
             _client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            _client_url = url
         return _client
 
 

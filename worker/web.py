@@ -8,6 +8,8 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -40,6 +42,20 @@ app = FastAPI(
     version="0.1.0",
     description="Delivery callbacks, health, metrics and the HTTP enqueue API of smsq.",
 )
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, but a body that is not UTF-8 is echoed with replacement characters
+    (the default handler decoded the raw bytes strictly: a 500)."""
+    errors = [
+        {**e, "input": e["input"].decode("utf-8", "replace")}
+        if isinstance(e.get("input"), bytes)
+        else e
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
 
 _registry = CollectorRegistry()
 _registry.register(metrics.SharedCollector())

@@ -238,6 +238,10 @@ class ProviderAdapter(ABC):
             raise RetryableProviderError(
                 f"{what}: connection failed ({type(exc).__name__})"
             ) from exc
+        try:
+            response.text  # noqa: B018 - a charset no codec decodes with (hex, rot13) raises here
+        except Exception:
+            response.encoding = "utf-8"  # decoded with replacement characters instead
         if response.status_code == 429:
             raise RetryableProviderError(
                 f"{what}: HTTP 429 too many requests",
@@ -276,7 +280,7 @@ class ProviderAdapter(ABC):
         """Decode a JSON body or raise a retryable error (an HTML error page, say)."""
         try:
             return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             snippet = self._scrub(response.text[:80].replace("\n", " ")) if response.content else ""
             raise RetryableProviderError(
                 f"{self.name}: answer is not JSON (HTTP {response.status_code}): {snippet!r}"

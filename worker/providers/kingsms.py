@@ -520,7 +520,7 @@ class KingSmsAdapter(ProviderAdapter):
         """The body's own message, short and without secrets."""
         try:
             data = _lower_keys(_unwrap(response.json(), _MESSAGE_KEYS))
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
             data = {}
         text = _text(_first(data, (*_MESSAGE_KEYS, "status")))
         if not text:
@@ -568,6 +568,6 @@ def _parse_body(body: bytes) -> Any:
     if text[:1] in "{[":
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also a 5000-digit number, a deep nesting
             return None
     return dict(parse_qsl(text, keep_blank_values=True))

@@ -338,7 +338,7 @@ class SmsClubAdapter(ProviderAdapter):
     def _safe_body(self, response: httpx.Response) -> Any:
         try:
             return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
             return {"text": self._scrub(response.text[:200])}
 
     def _error_text(self, response: httpx.Response) -> str:
