@@ -7,7 +7,9 @@ import json
 from sqlmodel import Session, select
 
 from producer import db
+from producer.limits import LIMITS
 from producer.models import Message, MessageEvent
+from producer.settings import provider_settings
 from producer.status import Status
 from worker.providers.base import StatusReport
 from worker.reports import apply_report
@@ -52,6 +54,10 @@ def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
     return counts
 
 
+def _may_push(provider: str) -> bool:
+    return LIMITS[provider].supports_push and provider_settings(provider).dlr_mode != "pull"
+
+
 def adopt_early_reports(s: Session, row: Message) -> int:
     """Apply pushes that arrived before the send's answer was stored.
 
@@ -59,7 +65,7 @@ def adopt_early_reports(s: Session, row: Message) -> int:
     gateway id, so the push was kept as an unknown-id event. Once the id is
     stored, those events are claimed for the message and applied in order.
     """
-    if not row.provider_message_id:
+    if not row.provider_message_id or not _may_push(row.provider):
         return 0
     early = s.exec(
         select(MessageEvent)

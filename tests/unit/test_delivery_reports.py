@@ -202,7 +202,11 @@ def test_push_does_not_match_another_providers_message(store) -> None:
     assert load(mid).status == "sent"
 
 
-def test_push_that_beat_the_send_answer_is_applied_once_the_id_is_stored(store) -> None:
+def test_push_that_beat_the_send_answer_is_applied_once_the_id_is_stored(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_KECCEL_DLR_MODE", "both")  # pull mode expects no pushes
+    reload_settings()
     apply_push("keccel", [report(Status.DELIVERED, pid="900")])
     mid = make_row(pid="900")
     with db.session() as s:
