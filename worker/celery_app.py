@@ -22,7 +22,7 @@ app.conf.update(celery_config())
 
 _settings = get_settings()
 app.conf.update(
-    beat_scheduler="redbeat.RedBeatScheduler",
+    beat_scheduler="worker.beat.SmsqScheduler",
     redbeat_redis_url=broker_url(),
     redbeat_key_prefix="smsq:redbeat:",
     beat_max_loop_interval=5,

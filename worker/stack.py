@@ -168,7 +168,7 @@ class Stack:
             "worker.celery_app",
             "beat",
             "-S",
-            "redbeat.RedBeatScheduler",
+            "worker.beat.SmsqScheduler",
             "--loglevel",
             "INFO",
         ]

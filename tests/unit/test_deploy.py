@@ -160,7 +160,7 @@ def test_procfile_commands() -> None:
         "True",
     )
     assert "-A worker.celery_app beat" in entries["beat"]
-    assert option(argv(entries["beat"]), "-S", "--scheduler") == "redbeat.RedBeatScheduler"
+    assert option(argv(entries["beat"]), "-S", "--scheduler") == "worker.beat.SmsqScheduler"
     assert signature(entries["web"]) == ("uvicorn", "worker.web:app")
     assert "${PORT:-8000}" in entries["web"]
     assert signature(entries["flower"]) == ("smsq", "flower")
