@@ -34,7 +34,7 @@ from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
 from producer.queues import SEND_QUEUE, broker_url
-from worker.sandbox.base import ProviderSim
+from worker.sandbox.base import ProviderSim, max_in_window
 from worker.stack import Stack
 
 RATE = 9
@@ -57,16 +57,6 @@ def wait_until(done: Callable[[], bool], timeout: float = 300.0, every: float = 
         if time.monotonic() > deadline:
             raise RuntimeError("timed out")
         time.sleep(every)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def sent_count(ids: list[str]) -> int:

@@ -27,7 +27,7 @@ from producer.queues import broker_url
 from producer.settings import reload_settings
 from producer.status import Status
 from tests.integration.conftest import wait_for
-from worker.sandbox.base import Fault, ProviderSim
+from worker.sandbox.base import Fault, ProviderSim, max_in_window
 from worker.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -80,17 +80,6 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def sim(stack: Stack, name: str) -> ProviderSim:
     assert stack.sandbox is not None
     return stack.sandbox.sandbox.sims[name]
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most requests in any `window`-second sliding window."""
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def book(stack: Stack, provider: str, texts: list[str]) -> Counter[str]:

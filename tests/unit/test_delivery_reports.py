@@ -7,7 +7,6 @@ and notification publishing fail fast and quietly (they never block a report).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from producer import db
 from producer.models import Message, MessageEvent
 from producer.settings import reload_settings
 from producer.status import TERMINAL, Status
+from tests.unit.conftest import isolate, restore
 from worker.callbacks import callback_token
 from worker.dlr import adopt_early_reports, apply_push
 from worker.providers.base import StatusReport
@@ -26,22 +26,16 @@ from worker.reports import apply_report, combined_status, part_states
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "unit-test-callback-secret")
-    monkeypatch.setenv("SMSQ_KECCEL_TOKEN", "k")
-    monkeypatch.setenv("SMSQ_KINGSMS_API_KEY", "a")
-    monkeypatch.setenv("SMSQ_KINGSMS_CLIENT_ID", "1")
-    reload_settings()
-    db.reset_engine()
+    isolate(
+        monkeypatch,
+        tmp_path,
+        SMSQ_CALLBACK_SECRET="unit-test-callback-secret",
+        SMSQ_KECCEL_TOKEN="k",
+        SMSQ_KINGSMS_API_KEY="a",
+        SMSQ_KINGSMS_CLIENT_ID="1",
+    )
     yield
-    monkeypatch.undo()
-    reload_settings()
-    db.reset_engine()
+    restore(monkeypatch)
 
 
 def make_row(provider: str = "keccel", pid: str = "555", segments: int = 1, status=Status.SENT):  # type: ignore[no-untyped-def]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -21,27 +20,18 @@ from producer import db
 from producer.models import AppNotification, Message
 from producer.settings import reload_settings
 from producer.status import Status
+from tests.unit.conftest import isolate, restore
 from worker import notify
 from worker.transitions import move
 
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[int]]]:  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("SMSQ_APP_CALLBACK_MAX_ATTEMPTS", "3")
-    reload_settings()
-    db.reset_engine()
+    isolate(monkeypatch, tmp_path, SMSQ_APP_CALLBACK_MAX_ATTEMPTS="3")
     published: list[list[int]] = []
     monkeypatch.setattr(notify, "publish", lambda ids: published.append(list(ids)))
     yield published
-    monkeypatch.undo()
-    reload_settings()
-    db.reset_engine()
+    restore(monkeypatch)
 
 
 def sent_row(callback_url: str | None = "https://app.example/sms-status") -> str:

@@ -17,6 +17,7 @@ import redis
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from worker.ratelimit import RateLimiter
+from worker.sandbox.base import max_in_window
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +30,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
     finally:
         conn.close()
         stop_embedded_redis(data_dir)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def test_arrivals_anywhere_between_grant_and_response_never_exceed_r(client) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@ SMSQ_UNCERTAIN_SEND policies applied by the sweep (on a real SQLite store)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from producer import db
 from producer.models import Message, MessageEvent, utcnow
 from producer.settings import reload_settings
 from producer.status import Status
+from tests.unit.conftest import isolate, restore
 from worker import maintenance, reconcile
 from worker.providers import sms1601 as sms1601_module
 from worker.providers.base import LookupResult, OutgoingMessage, RetryableProviderError
@@ -142,20 +142,9 @@ def test_keccel_and_smsclub_cannot_tell() -> None:
 # -- the policies ----------------------------------------------------------------------
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SMSQ_SMS1601_USERNAME", "u")
-    monkeypatch.setenv("SMSQ_SMS1601_PASSWORD", "p")
-    monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
-    reload_settings()
-    db.reset_engine()
+    isolate(monkeypatch, tmp_path, SMSQ_SMS1601_USERNAME="u", SMSQ_SMS1601_PASSWORD="p")
     yield
-    monkeypatch.undo()
-    reload_settings()
-    db.reset_engine()
+    restore(monkeypatch)
 
 
 @dataclass

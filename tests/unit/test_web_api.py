@@ -4,7 +4,6 @@ OpenAPI document. Real SQLite store; publishing to the broker is recorded."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -15,29 +14,24 @@ from producer import api as producer_api
 from producer import db
 from producer.models import Message
 from producer.settings import reload_settings
+from tests.unit.conftest import isolate, restore
 
 KEY = "web-api-test-key-1"
 
 
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[str]]]:  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("SMSQ_KECCEL_TOKEN", "k")
-    monkeypatch.setenv("SMSQ_SMSCLUB_TOKEN", "s")
-    monkeypatch.setenv("SMSQ_API_KEYS", f"other-key, {KEY}")
-    reload_settings()
-    db.reset_engine()
+    isolate(
+        monkeypatch,
+        tmp_path,
+        SMSQ_KECCEL_TOKEN="k",
+        SMSQ_SMSCLUB_TOKEN="s",
+        SMSQ_API_KEYS=f"other-key, {KEY}",
+    )
     calls: list[list[str]] = []
     monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.append(ids))
     yield calls
-    monkeypatch.undo()
-    reload_settings()
-    db.reset_engine()
+    restore(monkeypatch)
 
 
 @pytest.fixture

@@ -71,6 +71,18 @@ class Fault:
     passthrough: bool = False  # after the delay, answer normally
 
 
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most events in any sliding `window` seconds (requests per second, as a
+    gateway counting its rate limit would see them)."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
 @dataclass
 class RequestRecord:
     at: float

@@ -1,0 +1,43 @@
+"""Shared set-up of unit tests that use the real store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producer import db
+from producer.settings import reload_settings
+
+NO_BROKER = "redis://127.0.0.1:1/0"  # nothing listens: publishing and metrics fail fast
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> None:
+    """A clean SMSQ_* environment: a store of its own under `tmp_path`, no broker,
+    no stray `.env`, plus `env` (e.g. SMSQ_KECCEL_TOKEN="k")."""
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("SMSQ_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SMSQ_BROKER_URL", NO_BROKER)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reload_settings()
+    db.reset_engine()
+
+
+def restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    reload_settings()
+    db.reset_engine()
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """`isolate` with no extra settings, undone after the test."""
+    isolate(monkeypatch, tmp_path)
+    yield monkeypatch
+    restore(monkeypatch)
