@@ -140,6 +140,12 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
         results = adapter.send([_outgoing(r) for r in rows])
     except RetryableProviderError as exc:
         metrics.SEND_ERRORS.labels(provider, "retryable").inc()
+        if exc.maybe_sent and not _resend_is_safe(adapter, rows):
+            # The gateway may have the messages: not a plain retry (SMSQ_UNCERTAIN_SEND).
+            if breaker.record_failure() is not None:
+                _breaker_event(rows, f"circuit breaker of {provider} opened: answers lost")
+            _mark_uncertain(rows, f"answer lost: {exc}")
+            return
         opened = None
         if exc.throttled:  # back-pressure, not a failure: the trial goes back unused
             if decision.trial:
@@ -178,6 +184,22 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
     _store_results(provider, rows, results, outcome)
     if closed:
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
+
+
+def _resend_is_safe(adapter: object, rows: list[Message]) -> bool:
+    """A lost answer may be retried as usual when SMSQ_UNCERTAIN_SEND=resend, or when
+    the gateway refuses duplicates for a while and the retry comes well within it."""
+    if get_settings().uncertain_send == "resend":
+        return True
+    window = getattr(adapter, "duplicate_window_seconds", None)
+    if not window:
+        return False
+    settings = get_settings()
+    attempts = max(r.attempts for r in rows)
+    longest_wait = min(
+        settings.retry_cap_seconds, settings.retry_base_seconds * 2 ** max(0, attempts - 1)
+    )
+    return longest_wait + settings.tick_seconds < window / 2
 
 
 def _breaker_event(rows: list[Message], note: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import httpx
 import pytest
 import redis
 from sqlmodel import select
@@ -425,3 +426,88 @@ def test_unexpected_error_after_the_request_follows_the_policy(
     if policy == "reconcile":  # the sweep asks the gateway later; nothing is resent now
         assert "the sweep will ask the gateway" in (left.note or "")
     assert len(gateways["keccel"].calls) == 1
+
+
+# -- answers lost after the request -------------------------------------------------
+LOST = RetryableProviderError("keccel POST /message.asp: timed out waiting", maybe_sent=True)
+NEVER_REACHED = RetryableProviderError("keccel POST /message.asp: could not connect")
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "retried"),
+    [("reconcile", "sending", False), ("resend", "queued", True), ("fail", "failed", False)],
+)
+def test_a_lost_answer_is_an_uncertain_send_not_a_plain_retry(  # type: ignore[no-untyped-def]
+    gateways, monkeypatch: pytest.MonkeyPatch, policy: str, status: str, retried: bool
+) -> None:
+    monkeypatch.setenv("SMSQ_UNCERTAIN_SEND", policy)
+    reload_settings()
+    gateways["keccel"].answers = [LOST]
+    requeue = Requeue()
+    mid = add_row()
+    send(mid, requeue)
+    left = row(mid)
+    assert left.status == status
+    assert bool(requeue.calls) is retried
+    assert len(gateways["keccel"].calls) == 1
+    if policy != "resend":
+        assert notes(mid, "attempt") == [f"attempt 1 via keccel: uncertain: answer lost: {LOST}"]
+
+
+def test_a_request_that_never_reached_the_gateway_is_retried(gateways) -> None:  # type: ignore[no-untyped-def]
+    gateways["keccel"].answers = [NEVER_REACHED]
+    requeue = Requeue()
+    mid = add_row()
+    send(mid, requeue)
+    assert row(mid).status == "queued" and requeue.calls
+
+
+def test_smsclub_lost_answer_is_resent_within_its_duplicate_window(  # type: ignore[no-untyped-def]
+    gateways, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SMSClub refuses the same message within 2 minutes (453), so a quick resend is safe."""
+    gateways["smsclub"].duplicate_window_seconds = 120.0  # type: ignore[attr-defined]
+    gateways["smsclub"].answers = [RetryableProviderError("smsclub: timed out", maybe_sent=True)]
+    requeue = Requeue()
+    mid = add_row("smsclub", to="380989361131", sender="SMSQ")
+    send(mid, requeue)
+    assert row(mid).status == "queued" and requeue.calls
+    # ...but not once the backoff could carry the retry past the window.
+    monkeypatch.setenv("SMSQ_RETRY_BASE_SECONDS", "100")
+    monkeypatch.setenv("SMSQ_RETRY_CAP_SECONDS", "120")
+    reload_settings()
+    gateways["smsclub"].answers = [RetryableProviderError("smsclub: timed out", maybe_sent=True)]
+    late = add_row("smsclub", to="380989361132", sender="SMSQ")
+    send(late)
+    assert row(late).status == "sending", notes(late, "attempt")
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe_sent"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow connect"), False),
+        (httpx.PoolTimeout("pool"), False),
+        (httpx.ReadTimeout("slow answer"), True),
+        (httpx.WriteTimeout("slow upload"), True),
+        (httpx.RemoteProtocolError("dropped"), True),
+        (httpx.ReadError("reset"), True),
+    ],
+)
+def test_transport_errors_say_whether_the_gateway_may_have_the_request(
+    error: Exception, maybe_sent: bool
+) -> None:
+    from worker.providers.keccel import KeccelAdapter
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    adapter = KeccelAdapter(
+        token="secret-token-1",
+        base_url="http://gw",
+        client=httpx.Client(transport=httpx.MockTransport(fail)),
+    )
+    with pytest.raises(RetryableProviderError) as caught:
+        adapter.send([OutgoingMessage(ref="r1", to=DRC, text="hi", sender="GUEST")])
+    assert caught.value.maybe_sent is maybe_sent
+    assert "secret-token-1" not in str(caught.value)

@@ -55,10 +55,14 @@ class RetryableProviderError(ProviderError):
         raw: Any = None,
         retry_after: float | None = None,
         throttled: bool = False,
+        maybe_sent: bool = False,
     ) -> None:
         super().__init__(message, code=code, raw=raw)
         self.retry_after = retry_after
         self.throttled = throttled  # 429: back-pressure, not a failed attempt
+        # The request reached the gateway but its answer was lost (read timeout,
+        # connection dropped): a send may have gone out, so it is uncertain.
+        self.maybe_sent = maybe_sent
 
 
 class PermanentProviderError(ProviderError):
@@ -144,6 +148,9 @@ class ProviderAdapter(ABC):
 
     name: ClassVar[str]
     status_map: ClassVar[Mapping[str, Status | None]] = {}
+    # Seconds within which the gateway refuses the same message again as a
+    # duplicate (SMSClub: 453 within 2 minutes): a resend in that time is safe.
+    duplicate_window_seconds: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -232,11 +239,18 @@ class ProviderAdapter(ABC):
         what = f"{self.name} {method} {path}"
         try:
             response = self._client.request(method, self._url(path), **kwargs)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ConnectError) as exc:
+            # Never reached the gateway: safe to send again.
+            raise RetryableProviderError(
+                f"{what}: could not connect ({type(exc).__name__})"
+            ) from exc
         except httpx.TimeoutException as exc:
-            raise RetryableProviderError(f"{what}: timed out") from exc
+            raise RetryableProviderError(
+                f"{what}: timed out waiting for the answer", maybe_sent=True
+            ) from exc
         except httpx.TransportError as exc:
             raise RetryableProviderError(
-                f"{what}: connection failed ({type(exc).__name__})"
+                f"{what}: connection lost ({type(exc).__name__})", maybe_sent=True
             ) from exc
         try:
             response.text  # noqa: B018 - a charset no codec decodes with (hex, rot13) raises here

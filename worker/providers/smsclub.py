@@ -115,6 +115,7 @@ def _as_dict(value: Any) -> dict[Any, Any] | None:
 
 class SmsClubAdapter(ProviderAdapter):
     name = "smsclub"
+    duplicate_window_seconds: ClassVar[float | None] = 120.0  # 453: duplicate within 2 min
     status_map: ClassVar[Mapping[str, Status | None]] = {
         "ENROUTE": Status.SENT,
         "DELIVRD": Status.DELIVERED,

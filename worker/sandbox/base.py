@@ -68,7 +68,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (timeouts, latency)
     times: int = 1
-    passthrough: bool = False  # after the delay, answer normally
+    passthrough: bool = False  # do the work at once, answer normally after the delay
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -161,14 +161,19 @@ class ProviderSim:
             with self._lock:
                 self.requests.append(record)
             fault = self._take_fault()
+            if fault is not None and fault.passthrough:
+                # The gateway does the work at once; only its answer is late, or lost
+                # when the client has given up by then (the uncertain send).
+                response = await handler(request)
+                record.status = response.status_code
+                await asyncio.sleep(fault.delay)
+                return response
             if fault is not None:
-                if fault.delay:
-                    await asyncio.sleep(fault.delay)
-                if not fault.passthrough:
-                    record.status = fault.status
-                    return PlainTextResponse(
-                        fault.body, status_code=fault.status, headers=fault.headers
-                    )
+                await asyncio.sleep(fault.delay)
+                record.status = fault.status
+                return PlainTextResponse(
+                    fault.body, status_code=fault.status, headers=fault.headers
+                )
             response = await handler(request)
             record.status = response.status_code
             return response
