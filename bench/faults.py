@@ -55,7 +55,7 @@ from sqlmodel import select
 from producer import db, send_sms
 from producer.models import Message, utcnow
 from producer.status import TERMINAL, Status
-from worker.sandbox.base import Fault, ProviderSim
+from worker.sandbox.base import Fault, ProviderSim, max_in_window
 from worker.stack import Stack
 
 RATE = 40
@@ -368,16 +368,6 @@ class Suite:
         )
         sim.update_account({"callback_url": None})
         return run
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def print_table(runs: list[Run]) -> None:

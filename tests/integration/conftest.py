@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,19 +50,16 @@ def _reset_process_state() -> None:
     db.reset_engine()
 
 
-@pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def running_stack(data_dir: Path, **options: Any) -> Iterator[Stack]:
+    """A Stack started in a clean SMSQ_* environment, stopped and the environment
+    (and this process's cached settings, broker and store) restored afterwards."""
     saved = dict(os.environ)
     for key in list(os.environ):
         if key.startswith("SMSQ_"):
             del os.environ[key]
     _reset_process_state()
-    running = Stack(
-        data_dir=tmp_path_factory.mktemp("smsq"),
-        delivery_seconds=0.5,
-        worker_concurrency=4,
-        extra_env=TEST_ENV,
-    )
+    running = Stack(data_dir=data_dir, **options)
     try:
         running.start()
         yield running
@@ -68,6 +68,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         os.environ.clear()
         os.environ.update(saved)
         _reset_process_state()
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(
+        tmp_path_factory.mktemp("smsq"),
+        delivery_seconds=0.5,
+        worker_concurrency=4,
+        extra_env=TEST_ENV,
+    ) as running:
+        yield running
 
 
 @pytest.fixture

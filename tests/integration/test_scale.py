@@ -21,12 +21,11 @@ from sqlalchemy import update
 from sqlmodel import func, select
 
 from producer import EnqueueError, db, get_status, send_sms
-from producer.enqueue import publisher, reset_publisher
+from producer.enqueue import publisher
 from producer.models import Message
-from producer.queues import broker_url
 from producer.settings import reload_settings
 from producer.status import Status
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import running_stack, wait_for
 from worker.sandbox.base import Fault, ProviderSim, max_in_window
 from worker.stack import Stack
 
@@ -44,37 +43,18 @@ SCALE_ENV = {
 }
 
 
-def _reset_process_state() -> None:
-    reload_settings()
-    broker_url.cache_clear()
-    reset_publisher()
-    db.reset_engine()
-
-
 @pytest.fixture(scope="module")
 def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    saved = dict(os.environ)
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            del os.environ[key]
-    _reset_process_state()
-    running = Stack(
-        data_dir=tmp_path_factory.mktemp("scale"),
+    with running_stack(
+        tmp_path_factory.mktemp("scale"),
         delivery_seconds=0.5,
         worker_concurrency=2,
         workers=3,
         beats=2,
         web=False,
         extra_env=SCALE_ENV,
-    )
-    try:
-        running.start()
+    ) as running:
         yield running
-    finally:
-        running.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        _reset_process_state()
 
 
 def sim(stack: Stack, name: str) -> ProviderSim:
