@@ -81,11 +81,10 @@ def adopt_early_reports(s: Session, row: Message) -> int:
         event.message_id = row.id
         event.note = (event.note or "") + "; matched once the send was stored"
         s.add(event)
-        raw_status = (event.note or "").partition("(")[2].partition(")")[0]
         report = StatusReport(
             provider_message_id=row.provider_message_id,
             status=Status(event.new_status) if event.new_status else None,
-            raw_status=raw_status,
+            raw_status="pushed early",  # the gateway's own words stay in the event's raw
             raw=json.loads(event.raw) if event.raw else None,
         )
         apply_report(s, row, report, "push")

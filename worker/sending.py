@@ -45,6 +45,7 @@ from worker.polling import first_poll_at
 from worker.providers.base import (
     OutgoingMessage,
     PermanentProviderError,
+    ProviderAdapter,
     RetryableProviderError,
     SendResult,
 )
@@ -186,12 +187,12 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
 
 
-def _resend_is_safe(adapter: object, rows: list[Message]) -> bool:
+def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
     """A lost answer may be retried as usual when SMSQ_UNCERTAIN_SEND=resend, or when
     the gateway refuses duplicates for a while and the retry comes well within it."""
     if get_settings().uncertain_send == "resend":
         return True
-    window = getattr(adapter, "duplicate_window_seconds", None)
+    window = adapter.duplicate_window_seconds
     if not window:
         return False
     settings = get_settings()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from producer import db
+from producer.queues import broker_url
 from producer.settings import reload_settings
 
 NO_BROKER = "redis://127.0.0.1:1/0"  # nothing listens: publishing and metrics fail fast
@@ -25,13 +26,18 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> None
     monkeypatch.setenv("SMSQ_BROKER_URL", NO_BROKER)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    reload_settings()
-    db.reset_engine()
+    _forget_process_state()
 
 
 def restore(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
+    _forget_process_state()
+
+
+def _forget_process_state() -> None:
+    """Settings, the broker URL and the store engine are cached per process."""
     reload_settings()
+    broker_url.cache_clear()
     db.reset_engine()
 
 

@@ -7,7 +7,6 @@ decisions of sending.py are what is under test.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,10 +19,10 @@ from sqlmodel import select
 from producer import db
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from producer.models import Message, MessageEvent, utcnow
-from producer.queues import broker_url
 from producer.settings import get_settings, reload_settings
 from producer.status import Status
-from worker import metrics, sending
+from tests.unit.conftest import isolate, restore
+from worker import sending
 from worker.breaker import Breaker
 from worker.providers.base import (
     OutgoingMessage,
@@ -45,36 +44,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path, redis_url: str) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            monkeypatch.delenv(key)
-    env = {
-        "SMSQ_DATA_DIR": str(tmp_path),
-        "SMSQ_BROKER_URL": redis_url,
-        "SMSQ_KECCEL_TOKEN": "k-token",
-        "SMSQ_KINGSMS_API_KEY": "king-key",
-        "SMSQ_KINGSMS_CLIENT_ID": "7",
-        "SMSQ_SMS1601_USERNAME": "user",
-        "SMSQ_SMS1601_PASSWORD": "pw-1601",
-        "SMSQ_BREAKER_FAILURES": "2",
-        "SMSQ_BREAKER_COOLDOWN_SECONDS": "0.5",
-        "SMSQ_RETRY_BASE_SECONDS": "0.1",
-        "SMSQ_RETRY_CAP_SECONDS": "0.4",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    reload_settings()
-    broker_url.cache_clear()
-    metrics._client = None
-    db.reset_engine()
+    isolate(
+        monkeypatch,
+        tmp_path,
+        SMSQ_BROKER_URL=redis_url,
+        SMSQ_KECCEL_TOKEN="k-token",
+        SMSQ_KINGSMS_API_KEY="king-key",
+        SMSQ_KINGSMS_CLIENT_ID="7",
+        SMSQ_SMS1601_USERNAME="user",
+        SMSQ_SMS1601_PASSWORD="pw-1601",
+        SMSQ_BREAKER_FAILURES="2",
+        SMSQ_BREAKER_COOLDOWN_SECONDS="0.5",
+        SMSQ_RETRY_BASE_SECONDS="0.1",
+        SMSQ_RETRY_CAP_SECONDS="0.4",
+    )
     redis.Redis.from_url(redis_url).flushdb()
     yield
-    monkeypatch.undo()
-    reload_settings()
-    broker_url.cache_clear()
-    metrics._client = None
-    db.reset_engine()
+    restore(monkeypatch)
 
 
 Answer = Callable[[Sequence[OutgoingMessage]], list[SendResult]]
@@ -86,6 +72,7 @@ class FakeGateway:
 
     name: str
     answers: list[Answer | Exception] = field(default_factory=list)
+    duplicate_window_seconds: float | None = None
     calls: list[list[str]] = field(default_factory=list)
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
@@ -466,7 +453,7 @@ def test_smsclub_lost_answer_is_resent_within_its_duplicate_window(  # type: ign
     gateways, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SMSClub refuses the same message within 2 minutes (453), so a quick resend is safe."""
-    gateways["smsclub"].duplicate_window_seconds = 120.0  # type: ignore[attr-defined]
+    gateways["smsclub"].duplicate_window_seconds = 120.0
     gateways["smsclub"].answers = [RetryableProviderError("smsclub: timed out", maybe_sent=True)]
     requeue = Requeue()
     mid = add_row("smsclub", to="380989361131", sender="SMSQ")
