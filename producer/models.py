@@ -42,9 +42,14 @@ class Message(SQLModel, table=True):
     send_at: datetime | None = Field(default=None, index=True)
     next_attempt_at: datetime | None = Field(default=None, index=True)
     claimed_at: datetime | None = None
+    # The claiming worker process (`worker.liveness`): its rows settle soon after it dies.
+    claimed_by: str | None = Field(default=None, max_length=100)
     sent_at: datetime | None = None
     next_poll_at: datetime | None = Field(default=None, index=True)
     poll_count: int = 0
+    # Status polls that failed in a row (gateway down): retried with backoff, and not
+    # counted against SMSQ_POLL_SCHEDULE.
+    poll_failures: int = 0
     # Per-part delivery states of a long message, when a gateway reports parts
     # one by one: JSON {"1": "delivered", "2": "sent"}. Delivered only when all are.
     part_status: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     uncertain_send: Literal["reconcile", "resend", "fail"] = "reconcile"
     tick_seconds: float = Field(default=2.0, gt=0)
     sweep_after_seconds: float = Field(default=120.0, gt=0)
+    # A row `sending` this long is settled (SMSQ_UNCERTAIN_SEND) even if its worker
+    # still beats: a hung task. Rows of a dead worker settle within about a minute.
+    stuck_sending_seconds: float = Field(default=330.0, ge=30)
     callback_secret: SecretStr | None = None
     # `both` DLR mode: wait this long for a push before falling back to polling.
     push_grace_seconds: float = Field(default=600.0, gt=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_shutdown
 
 from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
 from producer.settings import get_settings
@@ -43,3 +43,11 @@ def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
     from worker.logs import install
 
     install(logger)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
+    from worker import liveness
+
+    liveness.stop_heartbeat()

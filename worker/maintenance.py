@@ -22,14 +22,13 @@ from producer.models import Message, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
-from worker import notify, reconcile
+from worker import liveness, notify, reconcile
 from worker.transitions import move
 
 log = logging.getLogger("smsq.maintenance")
 
 POLL_LEASE_SECONDS = 120.0  # a leased poll not done by then is picked again
 TICK_LIMIT = 5000  # rows per kind per tick, so one tick stays short
-STUCK_SENDING_SECONDS = 330.0  # longer than task_time_limit (300 s)
 
 
 @dataclass
@@ -143,29 +142,42 @@ def _queue_due_polls(queue_poll: PollQueue) -> int:
 
 
 def _settle_stuck_sending() -> int:
-    """Rows in `sending` longer than any task may run: the worker died mid-send.
+    """Rows in `sending` whose worker died mid-send, or whose task hangs.
 
-    SMSQ_UNCERTAIN_SEND decides (see `worker.reconcile`): `reconcile` (default)
-    asks the gateway and resends only what it confirms it never got, `resend`
-    queues them again (at-least-once), `fail` marks them failed (at-most-once).
-    A row whose lookup failed is asked again after LOOKUP_RETRY_SECONDS.
+    A row is settled once its claim is `liveness.DEAD_AFTER` seconds old when its
+    claiming process has stopped beating (SIGKILL, OOM, a lost host) or gave the
+    claim up after an uncertain send (`liveness.RELEASED`), or in any case
+    after SMSQ_STUCK_SENDING_SECONDS. SMSQ_UNCERTAIN_SEND decides (see
+    `worker.reconcile`): `reconcile` (default) asks the gateway and resends only
+    what it confirms it never got, `resend` queues them again (at-least-once),
+    `fail` marks them failed (at-most-once). A row whose lookup failed is asked
+    again after LOOKUP_RETRY_SECONDS.
     """
     now = utcnow()
-    cutoff = now - timedelta(seconds=min(STUCK_SENDING_SECONDS, VISIBILITY_TIMEOUT))
+    stuck = min(get_settings().stuck_sending_seconds, VISIBILITY_TIMEOUT)
+    hung_cutoff = now - timedelta(seconds=stuck)
+    dead_cutoff = now - timedelta(seconds=min(liveness.DEAD_AFTER, stuck))
     retry_cutoff = now - timedelta(seconds=reconcile.LOOKUP_RETRY_SECONDS)
     with db.session() as s:
-        ids = list(
-            s.exec(
-                select(Message.id)
-                .where(
-                    Message.status == Status.SENDING.value,
-                    Message.claimed_at <= cutoff,  # type: ignore[operator]
-                    Message.updated_at <= retry_cutoff,  # type: ignore[operator]
-                )
-                .order_by(Message.claimed_at)  # type: ignore[arg-type]
-                .limit(TICK_LIMIT)
-            ).all()
-        )
+        candidates = s.exec(
+            select(Message.id, Message.claimed_at, Message.claimed_by)
+            .where(
+                Message.status == Status.SENDING.value,
+                Message.claimed_at <= dead_cutoff,  # type: ignore[operator]
+                Message.updated_at <= retry_cutoff,  # type: ignore[operator]
+            )
+            .order_by(Message.claimed_at)  # type: ignore[arg-type]
+            .limit(TICK_LIMIT)
+        ).all()
+    if not candidates:
+        return 0
+    claimers = {c.claimed_by for c in candidates if c.claimed_by}
+    gone = liveness.dead(claimers - {liveness.RELEASED}) | {liveness.RELEASED}
+    ids = [
+        c.id
+        for c in candidates
+        if c.claimed_by in gone or (c.claimed_at is not None and c.claimed_at <= hung_cutoff)
+    ]
     if not ids:
         return 0
     return reconcile.settle(ids, source="beat", cause="worker lost mid-send").total

@@ -3,7 +3,8 @@
 `next_poll_at` lives in the store; beat's tick leases the due rows and queues
 poll tasks in batches the gateway accepts (SMSClub: 100 ids a request).
 After the last delay of SMSQ_POLL_SCHEDULE the message stays `sent`, with a
-note: no report is not a failure.
+note: no report is not a failure. Polls whose request failed do not count
+against the schedule (see `_apply`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from worker.reports import apply_report
 from worker.transitions import load_rows
 
 log = logging.getLogger("smsq.polling")
+
+POLL_RETRY_CAP = 600.0  # seconds between polls that keep failing
+POLL_GIVE_UP = timedelta(hours=48)  # failed polls stop this long after the send
 
 
 def first_poll_at(provider: str, sent_at: datetime) -> datetime | None:
@@ -60,7 +64,7 @@ def poll_messages(provider: str, ids: Sequence[str]) -> int:
         return 0
     adapter = get_adapter(provider)
     reports: list[StatusReport] = []
-    error: str | None = None
+    failed: dict[str, str] = {}  # row id -> why its poll failed
     size = max(1, adapter.max_status_batch)
     for start in range(0, len(rows), size):
         chunk = rows[start : start + size]
@@ -68,12 +72,24 @@ def poll_messages(provider: str, ids: Sequence[str]) -> int:
             reports.extend(adapter.fetch_status([r.provider_message_id or "" for r in chunk]))
             metrics.POLLS.labels(provider).inc()
         except (RetryableProviderError, PermanentProviderError) as exc:
-            error = str(exc)
             log.warning("status poll via %s failed: %s", provider, exc)
-    return _apply(rows, reports, error)
+            failed.update({r.id: str(exc) for r in chunk})
+    return _apply(rows, reports, failed)
 
 
-def _apply(rows: list[Message], reports: list[StatusReport], error: str | None) -> int:
+def failed_poll_delay(failures: int) -> float:
+    """Backoff for a poll whose request failed: 5 s doubling up to POLL_RETRY_CAP."""
+    return min(POLL_RETRY_CAP, 5.0 * 2 ** max(0, failures - 1))
+
+
+def _apply(rows: list[Message], reports: list[StatusReport], failed: dict[str, str]) -> int:
+    """Apply what the gateway said; schedule each row's next poll.
+
+    An answered poll takes the next step of SMSQ_POLL_SCHEDULE; after the last
+    one the row stays `sent` with a note. A failed poll (gateway down, an auth
+    error being fixed) is not a step: it is asked again with backoff, until
+    POLL_GIVE_UP after the send, so a status outage does not use the schedule up.
+    """
     delays = get_settings().poll_delays
     by_pid: dict[str, list[StatusReport]] = {}
     for report in reports:
@@ -87,17 +103,41 @@ def _apply(rows: list[Message], reports: list[StatusReport], error: str | None) 
                     changed += 1
             if is_terminal(row.status):
                 continue
-            count = row.poll_count + 1
-            if count >= len(delays):
-                row.next_poll_at = None
-                row.note = (
-                    f"no final status after {count} polls over {sum(delays):.0f}s; left sent"
-                    + (f" (last error: {error})" if error else "")
-                )
+            error = failed.get(row.id)
+            if error is not None:
+                _schedule_after_failure(row, error, now)
             else:
-                row.next_poll_at = now + timedelta(seconds=delays[count])
-            row.poll_count = count
+                _schedule_next_step(row, delays, now)
             row.updated_at = now
             s.add(row)
         s.commit()
     return changed
+
+
+def _schedule_next_step(row: Message, delays: list[float], now: datetime) -> None:
+    count = row.poll_count + 1
+    if count >= len(delays):
+        row.next_poll_at = None
+        row.note = f"no final status after {count} polls over {sum(delays):.0f}s; left sent"
+    else:
+        row.next_poll_at = now + timedelta(seconds=delays[count])
+    row.poll_count = count
+    if row.poll_failures and row.note and row.note.startswith("status poll failed"):
+        row.note = None
+    row.poll_failures = 0
+
+
+def _schedule_after_failure(row: Message, error: str, now: datetime) -> None:
+    failures = row.poll_failures + 1
+    row.poll_failures = failures
+    sent_at = row.sent_at or row.created_at
+    if now - sent_at >= POLL_GIVE_UP:
+        row.next_poll_at = None
+        row.note = (
+            f"no final status: status polls failed {failures} time(s) in a row until "
+            f"{POLL_GIVE_UP.total_seconds() / 3600:.0f} h after the send; left sent "
+            f"(last error: {error})"
+        )
+        return
+    row.next_poll_at = now + timedelta(seconds=failed_poll_delay(failures))
+    row.note = f"status poll failed {failures} time(s) in a row, asked again: {error}"

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from producer import db
@@ -36,7 +37,7 @@ from producer.queues import MAX_COUNTDOWN
 from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
 from producer.status import Status
 from producer.validation import check_sender, check_text
-from worker import guard, metrics, reconcile
+from worker import guard, liveness, metrics, reconcile
 from worker.adapters import get_adapter
 from worker.breaker import Breaker
 from worker.callbacks import dlr_url_for
@@ -113,8 +114,34 @@ def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
     for provider, group in by_provider.items():
         size = LIMITS[provider].max_batch
         for start in range(0, len(group), size):
-            _send_batch(provider, group[start : start + size], requeue, outcome)
+            batch = group[start : start + size]
+            try:
+                _send_batch(provider, batch, requeue, outcome)
+            except BaseException:
+                _release_claims(batch)
+                raise
     return outcome
+
+
+def _release_claims(rows: list[Message]) -> None:
+    """A batch broke off (store or broker error, a bug, a time limit) with rows still
+    `sending`: whether the request went out is unknown, so give the claims up as
+    uncertain sends, settled by beat soon rather than after SMSQ_STUCK_SENDING_SECONDS.
+    Best effort: if the store is down too, the stuck-row bound still applies."""
+    try:
+        with db.session() as s:
+            s.execute(
+                update(Message)
+                .where(
+                    Message.id.in_([r.id for r in rows]),  # type: ignore[union-attr]
+                    Message.status == Status.SENDING.value,
+                    Message.claimed_by == liveness.process_id(),
+                )
+                .values(claimed_by=liveness.RELEASED)
+            )
+            s.commit()
+    except Exception:
+        log.warning("could not release %d claim(s)", len(rows), exc_info=True)
 
 
 def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: SendOutcome) -> None:
@@ -524,14 +551,16 @@ def _fail(rows: list[Message], error: str, raw: object = None) -> None:
 def _mark_uncertain(rows: list[Message], note: str) -> None:
     """The request went out but its answer was lost to a surprise: settle by policy.
 
-    `resend` and `fail` apply at once. `reconcile` leaves the rows in `sending`:
-    the sweep asks the gateway once they count as stuck, when its reports have
-    caught up, rather than read a "not found" that only means "not yet".
+    `resend` and `fail` apply at once. `reconcile` leaves the rows in `sending`
+    with the claim released: beat asks the gateway once the claim is
+    `liveness.DEAD_AFTER` old, when its reports have caught up, rather than read
+    a "not found" that only means "not yet".
     """
     policy = get_settings().uncertain_send
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             _attempt_event(s, row, f"uncertain: {note}")
+            row.claimed_by = liveness.RELEASED
             row.note = f"uncertain send: {note}" + (
                 "; the sweep will ask the gateway whether it has it"
                 if policy == "reconcile"

@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 
 from producer.models import Message, MessageEvent, utcnow
 from producer.status import Status, can_move
-from worker import metrics, notify
+from worker import liveness, metrics, notify
 
 log = logging.getLogger("smsq.transitions")
 _EVENTS = "smsq_pending_events"
@@ -164,13 +164,19 @@ def load_rows(s: Session, ids: list[str]) -> list[Message]:
 
 
 def claim(s: Session, message_id: str, now: datetime) -> bool:
-    """`queued -> sending` for one row, atomically; False if another task has it."""
+    """`queued -> sending` for one row, atomically; False if another task has it.
+
+    The row keeps this process's claim id (`worker.liveness`), so if the process
+    dies mid-send, beat settles the row soon after its heartbeat stops.
+    """
+    claimer = liveness.ensure_heartbeat()
     result = s.connection().execute(
         update(Message)
         .where(Message.id == message_id, Message.status == Status.QUEUED.value)  # type: ignore[arg-type]
         .values(
             status=Status.SENDING.value,
             claimed_at=now,
+            claimed_by=claimer,
             updated_at=now,
             attempts=Message.attempts + 1,
         )

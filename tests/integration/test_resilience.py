@@ -20,12 +20,11 @@ from sqlmodel import select
 from producer import db, send_sms
 from producer.models import Message, MessageEvent, new_id, utcnow
 from producer.queues import broker_url
-from producer.settings import PROVIDER_NAMES, reload_settings
+from producer.settings import PROVIDER_NAMES, get_settings, reload_settings
 from producer.status import Status
 from tests.integration.conftest import wait_for, wait_status
 from worker.breaker import Breaker
 from worker.callbacks import dlr_url_for
-from worker.maintenance import STUCK_SENDING_SECONDS
 from worker.providers import build_adapter
 from worker.providers.base import OutgoingMessage
 from worker.sandbox.base import Fault
@@ -139,7 +138,7 @@ def crashed_send(provider: str, to: str, text: str, *, reached_gateway: bool) ->
             outgoing = OutgoingMessage(ref=mid, to=to, text=text, dlr_url=dlr_url_for(provider))
             [result] = adapter.send([outgoing])
         assert result.accepted
-    claimed = utcnow() - timedelta(seconds=STUCK_SENDING_SECONDS + 60)
+    claimed = utcnow() - timedelta(seconds=get_settings().stuck_sending_seconds + 60)
     with db.session() as s:
         s.add(
             Message(
