@@ -32,6 +32,9 @@ DEAD_AFTER = 45.0  # a claim this old whose process key is gone was lost with it
 # `claimed_by` of a row whose worker gave up its claim after an uncertain send (the
 # answer was lost): settled like a dead worker's row, once its claim is DEAD_AFTER old.
 RELEASED = "released"
+# Redis up for less than this may have lost its keys (a restart without its data):
+# no process counts as dead until the heartbeats have had time to come back.
+TRUST_AFTER = TTL_SECONDS + BEAT_SECONDS
 
 _lock = threading.Lock()
 _identity: tuple[int, str] | None = None  # (pid, id): a forked child gets its own
@@ -119,7 +122,7 @@ def dead(claimers: Iterable[str]) -> set[str]:
     try:
         client = _redis()
         uptime = int(client.info("server").get("uptime_in_seconds", 0))
-        if uptime <= TTL_SECONDS + BEAT_SECONDS:
+        if uptime < TRUST_AFTER:
             return set()
         alive = client.mget([KEY.format(n) for n in names])
     except (redis.RedisError, OSError, RuntimeError, ValueError):
