@@ -51,7 +51,7 @@ from worker.providers.base import (
     SendResult,
 )
 from worker.ratelimit import limiter_for
-from worker.transitions import claim, load_rows, move, record_event
+from worker.transitions import Move, claim_many, load_rows, move, move_many, record_event
 
 log = logging.getLogger("smsq.sending")
 
@@ -102,7 +102,7 @@ def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
     outcome = SendOutcome()
     now = utcnow()
     with db.session() as s:
-        claimed = [mid for mid in dict.fromkeys(ids) if claim(s, mid, now)]
+        claimed = claim_many(s, list(dict.fromkeys(ids)), now)
         s.commit()
         if not claimed:
             return outcome
@@ -392,6 +392,7 @@ def _store_results(
     by_ref = {r.ref: r for r in results}
     now = utcnow()
     first_poll = first_poll_at(provider, now)
+    accepted: list[Move] = []
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             result = by_ref.get(row.id)
@@ -429,22 +430,21 @@ def _store_results(
                 s.add(row)
                 outcome.sent += 1
             elif result.accepted:
-                move(
-                    s,
-                    row,
-                    Status.SENT,
-                    source="worker",
-                    raw=result.raw,
-                    note=result.error,
-                    provider_message_id=result.provider_message_id,
-                    sent_at=now,
-                    error=None,
-                    next_attempt_at=None,
-                    next_poll_at=first_poll if result.provider_message_id else None,
-                    poll_count=0,
+                accepted.append(
+                    Move(
+                        row,
+                        {
+                            "provider_message_id": result.provider_message_id,
+                            "sent_at": now,
+                            "error": None,
+                            "next_attempt_at": None,
+                            "next_poll_at": first_poll if result.provider_message_id else None,
+                            "poll_count": 0,
+                        },
+                        raw=result.raw,
+                        note=result.error,
+                    )
                 )
-                adopt_early_reports(s, row)
-                outcome.sent += 1
             else:
                 move(
                     s,
@@ -459,6 +459,11 @@ def _store_results(
                     next_attempt_at=None,
                 )
                 outcome.rejected += 1
+        # The usual answer, every message accepted: one UPDATE for the batch.
+        outcome.sent += move_many(s, Status.SENT, accepted, source="worker")
+        for m in accepted:
+            if m.row.status == Status.SENT.value:
+                adopt_early_reports(s, m.row)
         s.commit()
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, insert, update
+from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, select
 
@@ -161,6 +162,148 @@ def load_rows(s: Session, ids: list[str]) -> list[Message]:
     """Fresh copies of `ids` in session `s`, in the order given (missing ones dropped)."""
     found = {m.id: m for m in s.exec(select(Message).where(Message.id.in_(ids)))}  # type: ignore[union-attr]
     return [found[i] for i in ids if i in found]
+
+
+@dataclass
+class Move:
+    """One row's part of `move_many`: the other columns to set, and its event's payload."""
+
+    row: Message
+    fields: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None
+    note: str | None = None
+
+
+def move_many(s: Session, new: Status, moves: list[Move], *, source: str) -> int:
+    """`move` for many rows at once: one executemany UPDATE per kind of change.
+
+    Same rules as `move` (conditional on the status read, forward only, one event
+    and notification per row); rows whose change is not a forward move, or that
+    someone else moved meanwhile, go through `move` one by one. Returns how many
+    rows moved.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[Move]] = {}
+    for m in moves:
+        groups.setdefault((m.row.status, tuple(sorted(m.fields))), []).append(m)
+    moved = 0
+    for (old_value, keys), group in groups.items():
+        old = Status(old_value)
+        if not can_move(old, new) or len(group) == 1:
+            moved += sum(
+                move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
+                for m in group
+            )
+            continue
+        moved += _move_group(s, old, new, keys, group, source)
+    return moved
+
+
+def _move_group(
+    s: Session, old: Status, new: Status, keys: tuple[str, ...], group: list[Move], source: str
+) -> int:
+    now = utcnow()
+    statement = (
+        update(Message)
+        .where(Message.id == bindparam("_id"), Message.status == old.value)  # type: ignore[arg-type]
+        .values(
+            status=new.value, updated_at=bindparam("_at"), **{k: bindparam(f"_{k}") for k in keys}
+        )
+    )
+    params = [{"_id": m.row.id, "_at": now, **{f"_{k}": m.fields[k] for k in keys}} for m in group]
+    result = s.connection().execute(statement, params)
+    done = group
+    if result.rowcount != len(group):  # type: ignore[attr-defined]
+        # Some rows were moved by someone else first: ours carry our `updated_at`.
+        ours = set(
+            s.connection()
+            .execute(
+                select(Message.id).where(
+                    Message.id.in_([m.row.id for m in group]),  # type: ignore[union-attr]
+                    Message.status == new.value,
+                    Message.updated_at == now,
+                )
+            )
+            .scalars()
+        )
+        done = [m for m in group if m.row.id in ours]
+        for m in group:
+            if m.row.id not in ours:
+                s.refresh(m.row)
+                move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
+    by_provider: dict[str, int] = {}
+    for m in done:
+        row = m.row
+        for key, value in {"status": new.value, "updated_at": now, **m.fields}.items():
+            set_committed_value(row, key, value)
+        by_provider[row.provider] = by_provider.get(row.provider, 0) + 1
+        if notify.wants_notification(row, old.value, new.value):
+            notify.add_notification(s, row, old.value, new.value, now)
+        record_event(
+            s,
+            row.id,
+            source=source,
+            kind="status",
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            old=old,
+            new=new,
+            note=m.note,
+            raw=m.raw,
+        )
+        log.info(
+            "message %s %s -> %s",
+            row.id,
+            old.value,
+            new.value,
+            extra={
+                "message_id": row.id,
+                "provider": row.provider,
+                "status": new.value,
+                "attempt": row.attempts,
+            },
+        )
+    for provider, count in by_provider.items():
+        metrics.MESSAGES.labels(provider, new.value).inc(count)
+    return len(done)
+
+
+def claim_many(s: Session, ids: list[str], now: datetime) -> list[str]:
+    """`queued -> sending` for the rows of `ids` still queued, in one UPDATE; the ids
+    claimed (a row another task has is left out). See `claim`."""
+    if not ids:
+        return []
+    claimer = liveness.ensure_heartbeat()
+    claimed = set(
+        s.connection()
+        .execute(
+            update(Message)
+            .where(
+                Message.id.in_(ids),  # type: ignore[union-attr]
+                Message.status == Status.QUEUED.value,
+            )
+            .values(
+                status=Status.SENDING.value,
+                claimed_at=now,
+                claimed_by=claimer,
+                updated_at=now,
+                attempts=Message.attempts + 1,
+            )
+            .returning(Message.id)
+        )
+        .scalars()
+    )
+    for message_id in ids:
+        if message_id in claimed:
+            record_event(
+                s,
+                message_id,
+                source="worker",
+                kind="status",
+                old=Status.QUEUED.value,
+                new=Status.SENDING.value,
+                note="claimed for sending",
+            )
+    return [i for i in ids if i in claimed]
 
 
 def claim(s: Session, message_id: str, now: datetime) -> bool:
