@@ -309,6 +309,8 @@ def cancel(message_id: str) -> MessageStatus:
 
     if not isinstance(message_id, str) or not message_id.strip():
         raise InvalidMessage("id", "must be a message id string")
+    if "\x00" in message_id:  # no id has one, and PostgreSQL cannot even compare it
+        raise InvalidMessage("id", f"no message {message_id!r}")
     now = utcnow()
     with db.session() as s:
         result = s.execute(
@@ -347,6 +349,8 @@ def get_status(message_id: str) -> MessageStatus | None:
     """The current status of a message, or None when the id is unknown."""
     if not isinstance(message_id, str) or not message_id.strip():
         raise InvalidMessage("id", "must be a message id string")
+    if "\x00" in message_id:  # no id has one, and PostgreSQL cannot even compare it
+        return None
     with db.session() as s:
         row = s.get(Message, message_id.strip())
         return MessageStatus.from_row(row) if row else None

@@ -22,7 +22,10 @@ MAX_URL = 2000
 
 
 def _encodable(value: str, field: str) -> str:
-    """`value`, or InvalidMessage when it holds an unpaired surrogate (not storable)."""
+    """`value`, or InvalidMessage when it holds an unpaired surrogate or a NUL character:
+    neither is storable (a PostgreSQL text column refuses NUL)."""
+    if "\x00" in value:
+        raise InvalidMessage(field, "contains a NUL character")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -15,7 +15,8 @@ def cancel_message(message_id: str) -> MessageStatus:
     """Scheduled or queued in the store: cancelled there. Handed to a gateway outbox
     and not yet due: removed from the outbox first, then marked cancelled."""
     with db.session() as s:
-        row = s.get(Message, message_id.strip()) if isinstance(message_id, str) else None
+        known = isinstance(message_id, str) and "\x00" not in message_id  # see api.cancel
+        row = s.get(Message, message_id.strip()) if known else None
         in_outbox = (
             row is not None
             and row.status == Status.SENT.value

@@ -65,6 +65,7 @@ def _release_scheduled() -> int:
             select(Message)
             .where(Message.status == Status.SCHEDULED.value, Message.send_at <= now)  # type: ignore[operator]
             .limit(TICK_LIMIT)
+            .with_for_update(skip_locked=True)  # see _lease_due
         ).all()
         for row in rows:
             move(
@@ -90,6 +91,11 @@ def _lease_due(status: Status, column: str, until: datetime) -> list[Message]:
             .where(Message.status == status.value, due_at <= now)  # type: ignore[arg-type]
             .order_by(due_at)
             .limit(TICK_LIMIT)
+            # PostgreSQL: lock the rows up front and skip those another transaction
+            # holds (a worker claiming them, another tick), so a tick never waits on a
+            # row lock: updating them one by one in due order while a claim's UPDATE
+            # locks in its own order would deadlock. SQLite ignores it (one writer).
+            .with_for_update(skip_locked=True)
         ).all()
         leased: list[Message] = []
         for row in rows:

@@ -273,6 +273,16 @@ def claim_many(s: Session, ids: list[str], now: datetime) -> list[str]:
     if not ids:
         return []
     claimer = liveness.ensure_heartbeat()
+    if s.get_bind().dialect.name == "postgresql":
+        # Row locks first, in id order: one UPDATE locks its rows in the order its plan
+        # meets them (heap order, which changes as rows are updated), so two claims of
+        # overlapping batches could each hold a row the other waits for (a deadlock).
+        s.connection().execute(
+            select(Message.id)
+            .where(Message.id.in_(ids), Message.status == Status.QUEUED.value)  # type: ignore[union-attr]
+            .order_by(Message.id)
+            .with_for_update()
+        )
     claimed = set(
         s.connection()
         .execute(
