@@ -4,7 +4,7 @@ from producer import send_sms, send_bulk, get_status, InvalidMessage, EnqueueErr
 """
 
 from producer.api import MessageStatus, get_status, send_bulk, send_sms
-from producer.errors import EnqueueError, InvalidMessage
+from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
 from producer.status import Status
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "InvalidMessage",
     "MessageStatus",
     "Status",
+    "StoreUnavailable",
     "get_status",
     "send_bulk",
     "send_sms",

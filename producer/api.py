@@ -203,17 +203,18 @@ def send_bulk(
 def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
     """Insert the rows and queue them. With idempotency keys, rows whose key is already
     stored are not inserted again: their stored ids are returned in their place."""
-    existing = _existing_ids(rows) if key is not None else {}
-    fresh = [r for r in rows if r.idempotency_key not in existing]
-    try:
-        _insert(fresh)
-    except IntegrityError:
-        if key is None:
-            raise
-        # Another caller inserted some of the same keys in between: take theirs.
-        existing = _existing_ids(rows)
+    with db.reachable("nothing was stored or queued"):
+        existing = _existing_ids(rows) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
-        _insert(fresh)
+        try:
+            _insert(fresh)
+        except IntegrityError:
+            if key is None:
+                raise
+            # Another caller inserted some of the same keys in between: take theirs.
+            existing = _existing_ids(rows)
+            fresh = [r for r in rows if r.idempotency_key not in existing]
+            _insert(fresh)
     _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
     return [existing.get(r.idempotency_key, r.id) if r.idempotency_key else r.id for r in rows]
 
@@ -312,7 +313,7 @@ def cancel(message_id: str) -> MessageStatus:
     if "\x00" in message_id:  # no id has one, and PostgreSQL cannot even compare it
         raise InvalidMessage("id", f"no message {message_id!r}")
     now = utcnow()
-    with db.session() as s:
+    with db.reachable("nothing was cancelled"), db.session() as s:
         result = s.execute(
             update(Message)
             .where(
@@ -351,14 +352,14 @@ def get_status(message_id: str) -> MessageStatus | None:
         raise InvalidMessage("id", "must be a message id string")
     if "\x00" in message_id:  # no id has one, and PostgreSQL cannot even compare it
         return None
-    with db.session() as s:
+    with db.reachable("the status was not read"), db.session() as s:
         row = s.get(Message, message_id.strip())
         return MessageStatus.from_row(row) if row else None
 
 
 def message_events(message_id: str) -> list[dict[str, object]]:
     """The event history of a message (oldest first), for `smsq status` and the web API."""
-    with db.session() as s:
+    with db.reachable("the events were not read"), db.session() as s:
         events = s.exec(
             select(MessageEvent)
             .where(MessageEvent.message_id == message_id)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
 
 from producer.settings import get_settings
@@ -96,6 +97,33 @@ def migrate(engine: Engine, url: str) -> None:
                 command.upgrade(config, "head")
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the store could not be used just now (server down or
+    restarting, connection dropped, SQLite locked past its busy timeout, a deadlock
+    or serialization failure), so the same work may succeed if tried again, as
+    opposed to a bug or a constraint."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextmanager
+def reachable(what: str) -> Iterator[None]:
+    """Turn a store outage inside the block into `StoreUnavailable` for the caller
+    (the producer's edge), naming `what` failed and the driver's error class only."""
+    from producer.errors import StoreUnavailable
+
+    try:
+        yield
+    except Exception as exc:
+        if not store_unavailable(exc):
+            raise
+        raise StoreUnavailable(
+            f"message store unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}): "
+            f"{what}; try again"
+        ) from exc
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The two exceptions a web app sees from the producer."""
+"""The exceptions a web app sees from the producer: bad input, or not taken now."""
 
 from __future__ import annotations
 
@@ -25,3 +25,13 @@ class EnqueueError(RuntimeError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.queued_ids = []
+
+
+class StoreUnavailable(EnqueueError):
+    """The message store was unreachable (or locked past its busy timeout).
+
+    Nothing was stored or queued, unless the connection broke while the insert
+    was being committed: then the call may have stored the message. Retry with
+    the same `idempotency_key` to be sure it is sent once. The text names the
+    driver's error class only: never the database URL or the SQL parameters.
+    """

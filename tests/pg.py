@@ -72,6 +72,28 @@ class EmbeddedPostgres:
         self.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def down(self) -> None:
+        """Stop the server now (`pg_ctl stop -m fast`: every connection cut, as in a
+        restart or a failover); `up()` starts it again, data kept. Not `-m immediate`:
+        with synchronous_commit off (SETTINGS) that would also lose the last commits,
+        which a production server (synchronous_commit on) never does."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"],
+            pgdata=self.server.pgdata,
+            user=self.server.system_user,
+            timeout=30,
+        )
+
+    def up(self) -> None:
+        """Start the server stopped by `down()` on the same socket (crash recovery)."""
+        with self.server._lock:
+            self.server.ensure_postgres_running()
+        socket_dir = self.server.get_postmaster_info().socket_dir
+        if Path(socket_dir) != Path(self.socket_dir):
+            raise RuntimeError(f"restarted on another socket: {socket_dir}")
+
     def stop(self) -> None:
         self.server.cleanup()  # pg_ctl stop, then the data directory is removed
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -14,7 +14,7 @@ from worker.transitions import move
 def cancel_message(message_id: str) -> MessageStatus:
     """Scheduled or queued in the store: cancelled there. Handed to a gateway outbox
     and not yet due: removed from the outbox first, then marked cancelled."""
-    with db.session() as s:
+    with db.reachable("nothing was cancelled"), db.session() as s:
         known = isinstance(message_id, str) and "\x00" not in message_id  # see api.cancel
         row = s.get(Message, message_id.strip()) if known else None
         in_outbox = (
@@ -32,7 +32,7 @@ def cancel_message(message_id: str) -> MessageStatus:
         raise InvalidMessage(
             "id", f"{row.provider} has no outbox message {row.provider_message_id} any more"
         )
-    with db.session() as s:
+    with db.reachable(f"removed from the {row.provider} outbox, not yet marked"), db.session() as s:
         fresh = s.get(Message, row.id)
         assert fresh is not None
         move(

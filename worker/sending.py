@@ -15,16 +15,23 @@ without one, waits for the cool-down (breaker) or fails with the reason (guard),
 never burning an attempt.
 An unexpected error after the request is an uncertain send, settled under
 SMSQ_UNCERTAIN_SEND (`worker.reconcile`), never resent silently.
+The store being down does not make a send uncertain: the claim is tried again
+(then the task is queued again), and the writes around the request are tried
+again for up to `store_retry.STORE_RETRY_SECONDS` (`worker.store_retry`). If a
+batch still breaks off before its request, its rows go back to `queued`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
+import redis
 from sqlalchemy import update
 from sqlmodel import Session, select
 
@@ -37,7 +44,7 @@ from producer.queues import MAX_COUNTDOWN
 from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
 from producer.status import Status
 from producer.validation import check_sender, check_text
-from worker import guard, liveness, metrics, reconcile
+from worker import guard, liveness, metrics, reconcile, store_retry
 from worker.adapters import get_adapter
 from worker.breaker import Breaker
 from worker.callbacks import dlr_url_for
@@ -59,6 +66,10 @@ log = logging.getLogger("smsq.sending")
 MAX_RATE_WAIT = 1.0
 
 Requeue = Callable[[list[str], float], None]
+# The claim is tried again for this long while the store is down; then the task is
+# queued again after CLAIM_REQUEUE_SECONDS (the rows stay `queued`, nothing is lost).
+CLAIM_RETRY_SECONDS = 30.0
+CLAIM_REQUEUE_SECONDS = 10.0
 
 
 @dataclass
@@ -70,6 +81,21 @@ class SendOutcome:
     rerouted: int = 0
     waiting: int = 0
     retry_in: float | None = None
+
+    def add(self, other: SendOutcome) -> None:
+        """Fold in the counts of one store write that landed (a retried write counts once)."""
+        for name in ("claimed", "sent", "rejected", "failed", "rerouted", "waiting"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.retry_in is not None:
+            self.retry_in = other.retry_in
+
+
+@dataclass
+class _Stage:
+    """How far a batch got: whether its gateway request was made (then a batch that
+    breaks off is an uncertain send; before it, the rows can simply go back)."""
+
+    requested: bool = False
 
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -100,27 +126,102 @@ def _outgoing(row: Message) -> OutgoingMessage:
 def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
     """Send the messages `ids` (one provider); `requeue(ids, countdown)` queues a later try."""
     outcome = SendOutcome()
-    now = utcnow()
-    with db.session() as s:
-        claimed = claim_many(s, list(dict.fromkeys(ids)), now)
-        s.commit()
-        if not claimed:
-            return outcome
-        rows = list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+    try:
+        rows = store_retry.durably(
+            "claiming messages", lambda: _claim(list(dict.fromkeys(ids))), CLAIM_RETRY_SECONDS
+        )
+    except Exception as exc:
+        if not db.store_unavailable(exc):
+            raise
+        log.warning(
+            "store unavailable: %d message(s) not claimed, queued again in %.0fs",
+            len(ids),
+            CLAIM_REQUEUE_SECONDS,
+        )
+        requeue(list(ids), CLAIM_REQUEUE_SECONDS)
+        outcome.retry_in = CLAIM_REQUEUE_SECONDS
+        return outcome
+    if not rows:
+        return outcome
     outcome.claimed = len(rows)
     by_provider: dict[str, list[Message]] = {}
     for row in rows:
         by_provider.setdefault(row.provider, []).append(row)
-    for provider, group in by_provider.items():
-        size = LIMITS[provider].max_batch
-        for start in range(0, len(group), size):
-            batch = group[start : start + size]
-            try:
-                _send_batch(provider, batch, requeue, outcome)
-            except BaseException:
+    batches = [
+        (provider, group[start : start + LIMITS[provider].max_batch])
+        for provider, group in by_provider.items()
+        for start in range(0, len(group), LIMITS[provider].max_batch)
+    ]
+    for index, (provider, batch) in enumerate(batches):
+        stage = _Stage()
+        try:
+            _send_batch(provider, batch, requeue, outcome, stage)
+        except BaseException as exc:
+            if not stage.requested and _transient(exc):
+                _unclaim(batch)
+            else:
                 _release_claims(batch)
-                raise
+            untried = [row for _provider, later in batches[index + 1 :] for row in later]
+            if untried:  # claimed, never tried: back to the queue, not left `sending`
+                _unclaim(untried)
+            raise
     return outcome
+
+
+def _transient(exc: BaseException) -> bool:
+    """The store or Redis was unavailable: the same batch may go through later."""
+    return db.store_unavailable(exc) or isinstance(exc, redis.RedisError | ConnectionError)
+
+
+def _claim(ids: list[str]) -> list[Message]:
+    """`queued -> sending` for those of `ids` no other task has; the claimed rows."""
+    with db.session() as s:
+        claimed = claim_many(s, ids, utcnow())
+        s.commit()
+        if not claimed:
+            return []
+        return list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+
+
+def _unclaim(rows: list[Message]) -> None:
+    """A batch broke off before its gateway request (a store or Redis error): nothing
+    went out, so the rows go back to `queued` (the claim's attempt given back) for the
+    sweep to queue again, instead of being settled as uncertain sends."""
+    now = utcnow()
+    retry_at = now + timedelta(seconds=get_settings().sweep_after_seconds)
+
+    def write() -> None:
+        with db.session() as s:
+            for row in load_rows(s, [r.id for r in rows]):
+                if row.status != Status.SENDING.value or row.claimed_by != liveness.process_id():
+                    continue
+                move(
+                    s,
+                    row,
+                    Status.QUEUED,
+                    source="worker",
+                    note="claim given back: the batch broke off before its request",
+                    attempts=max(0, row.attempts - 1),
+                    next_attempt_at=retry_at,
+                )
+            s.commit()
+
+    try:
+        store_retry.durably("giving back claims", write)
+    except Exception:
+        log.warning("could not give back %d claim(s)", len(rows), exc_info=True)
+
+
+def _durably(what: str, write: Callable[[SendOutcome], object], outcome: SendOutcome) -> None:
+    """`write(counts)` through `store_retry.durably`; the counts of the try that landed
+    are added to `outcome`."""
+
+    def once() -> SendOutcome:
+        counts = SendOutcome()
+        write(counts)
+        return counts
+
+    outcome.add(store_retry.durably(what, once))
 
 
 def _release_claims(rows: list[Message]) -> None:
@@ -144,35 +245,49 @@ def _release_claims(rows: list[Message]) -> None:
         log.warning("could not release %d claim(s)", len(rows), exc_info=True)
 
 
-def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: SendOutcome) -> None:
-    """One gateway request for `rows`, unless the guard or the breaker keeps it from going."""
+def _send_batch(
+    provider: str, rows: list[Message], requeue: Requeue, outcome: SendOutcome, stage: _Stage
+) -> None:
+    """One gateway request for `rows`, unless the guard or the breaker keeps it from going.
+    Every store write after the request goes through `_durably`: the answer is only
+    in memory until it is committed."""
     block = guard.account_block(provider)
     if block:
-        _divert(provider, rows, f"{provider} account blocked: {block}", None, requeue, outcome)
+        reason = f"{provider} account blocked: {block}"
+        _durably("diverting", lambda c: _divert(provider, rows, reason, None, requeue, c), outcome)
         return
     breaker = Breaker(provider)
     decision = breaker.allow()
     if not decision.allowed:
         reason = f"{provider} circuit breaker open"
-        _divert(provider, rows, reason, decision.wait, requeue, outcome)
+        _durably(
+            "diverting",
+            lambda c: _divert(provider, rows, reason, decision.wait, requeue, c),
+            outcome,
+        )
         return
     wait = _rate_wait(provider)
     if wait > 0:
         if decision.trial:
             breaker.release_trial()
-        _hand_back(rows, wait, requeue, note=f"rate limit: next slot in {wait:.2f}s")
+        note = f"rate limit: next slot in {wait:.2f}s"
+        store_retry.durably("handing back", lambda: _hand_back(rows, wait, requeue, note=note))
         outcome.retry_in = wait
         return
     adapter = get_adapter(provider)
+    outgoing = [_outgoing(r) for r in rows]
+    stage.requested = True
     try:
-        results = adapter.send([_outgoing(r) for r in rows])
+        results = adapter.send(outgoing)
     except RetryableProviderError as exc:
         metrics.SEND_ERRORS.labels(provider, "retryable").inc()
         if exc.maybe_sent and not _resend_is_safe(adapter, rows):
             # The gateway may have the messages: not a plain retry (SMSQ_UNCERTAIN_SEND).
             if breaker.record_failure() is not None:
                 _breaker_event(rows, f"circuit breaker of {provider} opened: answers lost")
-            _mark_uncertain(rows, f"answer lost: {exc}")
+            store_retry.durably(
+                "marking uncertain", partial(_mark_uncertain, rows, f"answer lost: {exc}")
+            )
             return
         opened = None
         if exc.throttled:  # back-pressure, not a failure: the trial goes back unused
@@ -180,7 +295,9 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
                 breaker.release_trial()
         else:
             opened = breaker.record_failure()
-        outcome.retry_in = _retry_later(rows, exc, requeue)
+        outcome.retry_in = store_retry.durably(
+            "storing a retry", partial(_retry_later, rows, exc, requeue)
+        )
         if opened is not None:
             _breaker_event(
                 rows,
@@ -196,7 +313,7 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
     except PermanentProviderError as exc:
         metrics.SEND_ERRORS.labels(provider, "permanent").inc()
         closed = breaker.record_success()  # the gateway answered: it is up
-        _fail(rows, str(exc), raw=exc.raw)
+        store_retry.durably("storing a failure", partial(_fail, rows, str(exc), raw=exc.raw))
         outcome.failed += len(rows)
         if closed:
             _breaker_event(rows, f"circuit breaker of {provider} closed: the gateway answered")
@@ -205,11 +322,16 @@ def _send_batch(provider: str, rows: list[Message], requeue: Requeue, outcome: S
         if decision.trial:
             breaker.release_trial()
         log.exception("unexpected error sending %d message(s) via %s", len(rows), provider)
-        _mark_uncertain(rows, f"{type(exc).__name__}: {exc}"[:300])
+        note = f"{type(exc).__name__}: {exc}"[:300]
+        store_retry.durably("marking uncertain", lambda: _mark_uncertain(rows, note))
         return
     metrics.SEND_REQUESTS.labels(provider).inc()
     closed = breaker.record_success()
-    _store_results(provider, rows, results, outcome)
+    _durably(
+        "storing the gateway's answer",
+        lambda c: _store_results(provider, rows, results, c),
+        outcome,
+    )
     if closed:
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
 
@@ -231,13 +353,19 @@ def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
 
 
 def _breaker_event(rows: list[Message], note: str) -> None:
-    """Record a breaker state change on the messages whose send caused it."""
-    with db.session() as s:
-        for row in rows:
-            record_event(
-                s, row.id, source="worker", kind="breaker", provider=row.provider, note=note
-            )
-        s.commit()
+    """Record a breaker state change on the messages whose send caused it (a note
+    only: with the store down it is logged and dropped, never blocking the send)."""
+    try:
+        with db.session() as s:
+            for row in rows:
+                record_event(
+                    s, row.id, source="worker", kind="breaker", provider=row.provider, note=note
+                )
+            s.commit()
+    except Exception as exc:
+        if not db.store_unavailable(exc):
+            raise
+        log.warning("store unavailable: breaker event not recorded: %s", note)
 
 
 def fallback_for(row: Message) -> tuple[str | None, list[str]]:
@@ -515,10 +643,12 @@ def _retry_later(
                 if delay <= MAX_COUNTDOWN
                 else now + timedelta(seconds=delay),
             )
-            metrics.RETRIES.labels(row.provider, "throttled" if exc.throttled else "error").inc()
             retry_ids.append(row.id)
             delay_used = delay
         s.commit()
+    kind = "throttled" if exc.throttled else "error"
+    for provider, count in Counter(r.provider for r in rows if r.id in retry_ids).items():
+        metrics.RETRIES.labels(provider, kind).inc(count)
     if retry_ids and delay_used is not None and delay_used <= MAX_COUNTDOWN:
         requeue(retry_ids, delay_used)
     return delay_used

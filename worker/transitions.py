@@ -24,6 +24,7 @@ from worker import liveness, metrics, notify
 
 log = logging.getLogger("smsq.transitions")
 _EVENTS = "smsq_pending_events"
+_COUNTS = "smsq_pending_counts"
 
 
 def dump_raw(raw: Any) -> str | None:
@@ -75,9 +76,23 @@ def _insert_events(s: Session) -> None:
         s.connection().execute(insert(MessageEvent), rows)
 
 
+def count_status(s: Session, provider: str, status: str, amount: int = 1) -> None:
+    """Count a status change in `smsq_messages_total` once `s` commits: a write that
+    fails and is tried again (the store was down) is counted once, when it lands."""
+    counts: dict[tuple[str, str], int] = s.info.setdefault(_COUNTS, {})
+    counts[(provider, status)] = counts.get((provider, status), 0) + amount
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_counts(s: Session) -> None:
+    for (provider, status), amount in s.info.pop(_COUNTS, {}).items():
+        metrics.MESSAGES.labels(provider, status).inc(amount)
+
+
 @event.listens_for(Session, "after_rollback")
 def _drop_events(s: Session) -> None:
     s.info.pop(_EVENTS, None)
+    s.info.pop(_COUNTS, None)
 
 
 def move(
@@ -128,7 +143,7 @@ def move(
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush
-    metrics.MESSAGES.labels(row.provider, new.value).inc()
+    count_status(s, row.provider, new.value)
     if notify.wants_notification(row, old.value, new.value):
         notify.add_notification(s, row, old.value, new.value, now)
     record_event(
@@ -263,7 +278,7 @@ def _move_group(
             },
         )
     for provider, count in by_provider.items():
-        metrics.MESSAGES.labels(provider, new.value).inc(count)
+        count_status(s, provider, new.value, count)
     return len(done)
 
 

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from producer import db
 from producer.api import get_status, send_bulk, send_sms
-from producer.errors import EnqueueError, InvalidMessage
+from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
 from producer.limits import LIMITS
 from producer.models import Message
 from producer.settings import PROVIDER_NAMES, get_settings
@@ -206,9 +206,13 @@ def create_message(body: MessageIn, authorization: str | None = Header(default=N
         return JSONResponse(
             {"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422
         )
-    except EnqueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=503)
+    except EnqueueError as exc:  # the broker or the store: nothing was taken, try again
+        return _unavailable(str(exc))
     return JSONResponse({"id": mid}, status_code=201)
+
+
+def _unavailable(error: str) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "5"})
 
 
 @app.get("/v1/messages/{message_id}")
@@ -220,6 +224,8 @@ def read_message(message_id: str, authorization: str | None = Header(default=Non
         status = get_status(message_id)
     except InvalidMessage as exc:
         return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
     if status is None:
         return JSONResponse({"error": "no such message"}, status_code=404)
     return status.to_dict()

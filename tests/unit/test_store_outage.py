@@ -1,0 +1,327 @@
+"""The store unreachable for a while: a clear error at the edge, nothing lost behind it.
+
+The producer, the CLI and the HTTP API answer a store outage with
+`StoreUnavailable` (an `EnqueueError`), exit 1 or 503 with Retry-After, naming
+neither the database URL nor its password. Behind them, a worker that holds a
+gateway's answer keeps trying to store it until the store is back (a real
+PostgreSQL, stopped and started), a claim that cannot be made queues the task
+again, and a batch that breaks off before its request gives its rows back
+instead of leaving them to be settled as uncertain sends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import select
+
+from producer import EnqueueError, StoreUnavailable, db, get_status, send_bulk, send_sms
+from producer import api as producer_api
+from producer.models import Message, MessageEvent, utcnow
+from producer.status import Status
+from tests.pg import EmbeddedPostgres
+from tests.unit.conftest import isolate, restore
+from worker import cli, sending, store_retry
+from worker.providers.base import OutgoingMessage, SendResult
+
+DRC = "243851234567"
+PASSWORD = "s3cret-pw"
+# Nothing listens on port 1: every connection is refused at once.
+DEAD_STORE = f"postgresql+psycopg://smsq:{PASSWORD}@127.0.0.1:1/smsq?connect_timeout=2"
+
+
+def outage() -> OperationalError:
+    return OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+
+
+# ---------------------------------------------------------------- store_retry.durably
+
+
+def test_durably_tries_again_through_an_outage_and_returns_the_value() -> None:
+    calls: list[int] = []
+    slept: list[float] = []
+
+    def write() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise outage()
+        return "stored"
+
+    assert store_retry.durably("test", write, budget=60, sleep=slept.append) == "stored"
+    assert len(calls) == 4
+    assert slept == [0.25, 0.5, 1.0]  # backoff doubling from FIRST_DELAY
+
+
+def test_durably_raises_other_errors_at_once() -> None:
+    calls: list[int] = []
+
+    def write() -> None:
+        calls.append(1)
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    with pytest.raises(IntegrityError):
+        store_retry.durably("test", write, budget=60, sleep=lambda _s: None)
+    assert calls == [1]
+
+
+def test_durably_gives_up_after_its_budget() -> None:
+    calls: list[int] = []
+
+    def write() -> None:
+        calls.append(1)
+        raise outage()
+
+    began = time.monotonic()
+    with pytest.raises(OperationalError):
+        store_retry.durably("test", write, budget=1.0)
+    assert len(calls) >= 2  # tried again within the budget
+    assert time.monotonic() - began < 3.0
+
+
+# ---------------------------------------------------------------- the edge
+
+
+@pytest.fixture
+def dead_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[list[str]]]:
+    """Settings whose store URL points where nothing listens; publishes recorded."""
+    isolate(monkeypatch, tmp_path, SMSQ_DATABASE_URL=DEAD_STORE, SMSQ_KECCEL_TOKEN="k")
+    published: list[list[str]] = []
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    yield published
+    restore(monkeypatch)
+
+
+def test_send_sms_on_an_unreachable_store_raises_store_unavailable(
+    dead_store: list[list[str]],
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        send_sms(DRC, "hello", provider="keccel")
+    assert isinstance(caught.value, EnqueueError)  # what apps already catch
+    text = str(caught.value)
+    assert text.startswith("message store unavailable (OperationalError)")
+    assert "nothing was stored or queued" in text
+    assert PASSWORD not in text and "127.0.0.1" not in text
+    with pytest.raises(StoreUnavailable):
+        send_bulk([DRC, "243851234568"], "hello", provider="keccel", idempotency_key="k1")
+    with pytest.raises(StoreUnavailable):
+        get_status("some-id")
+    assert dead_store == []  # nothing queued
+
+
+def test_bad_input_is_still_invalid_message_when_the_store_is_down(
+    dead_store: list[list[str]],
+) -> None:
+    from producer import InvalidMessage
+
+    with pytest.raises(InvalidMessage):
+        send_sms("not a number", "hello", provider="keccel")
+
+
+def test_cli_send_on_an_unreachable_store_exits_1_with_the_reason(
+    dead_store: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["send", "--to", DRC, "--text", "hi", "--provider", "keccel"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "message store unavailable" in err
+    assert "Traceback" not in err and PASSWORD not in err
+
+
+def test_http_api_on_an_unreachable_store_answers_503_with_retry_after(
+    dead_store: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.settings import reload_settings
+    from worker.web import app
+
+    monkeypatch.setenv("SMSQ_API_KEYS", "key1")
+    reload_settings()
+    client = TestClient(app, raise_server_exceptions=False)
+    auth = {"Authorization": "Bearer key1"}
+    posted = client.post(
+        "/v1/messages", json={"to": DRC, "text": "hi", "provider": "keccel"}, headers=auth
+    )
+    assert posted.status_code == 503
+    assert posted.headers["retry-after"] == "5"
+    assert "message store unavailable" in posted.json()["error"]
+    assert PASSWORD not in posted.text
+    read = client.get("/v1/messages/abc", headers=auth)
+    assert read.status_code == 503 and read.headers["retry-after"] == "5"
+    assert dead_store == []
+
+
+# ---------------------------------------------------------------- behind the edge (SQLite)
+
+
+@pytest.fixture
+def sqlite_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    isolate(monkeypatch, tmp_path, SMSQ_KECCEL_TOKEN="k")
+    yield
+    restore(monkeypatch)
+
+
+def add_rows(n: int) -> list[str]:
+    now = utcnow()
+    rows = [
+        Message(to=DRC, text=f"m{i}", provider="keccel", created_at=now, updated_at=now)
+        for i in range(n)
+    ]
+    with db.session() as s:
+        s.add_all(rows)
+        s.commit()
+    return [r.id for r in rows]
+
+
+def rows_of(ids: Sequence[str]) -> list[Message]:
+    with db.session() as s:
+        return list(s.exec(select(Message).where(Message.id.in_(ids))))  # type: ignore[union-attr]
+
+
+class CountingGateway:
+    """Accepts everything, counts each message; `during_request` runs mid-request."""
+
+    duplicate_window_seconds = None
+
+    def __init__(self, during_request: object = None) -> None:
+        self.sent: Counter[str] = Counter()
+        self.during_request = during_request
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        self.sent.update(m.ref for m in batch)
+        if callable(self.during_request):
+            self.during_request()
+        return [SendResult(m.ref, Status.SENT, f"gw-{m.ref}") for m in batch]
+
+
+def test_a_batch_broken_off_by_redis_before_its_request_goes_back_to_queued(
+    sqlite_store: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing went out, so the rows are not uncertain sends: `queued` again, the
+    claim's attempt given back, a time set for the sweep."""
+    gateway = CountingGateway()
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+
+    def redis_down(provider: str) -> float:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(sending, "_rate_wait", redis_down)
+    ids = add_rows(3)
+    with pytest.raises(redis.ConnectionError):
+        sending.send_messages(ids, lambda r, c: None)
+    assert gateway.sent == Counter()
+    rows = rows_of(ids)
+    assert {(r.status, r.attempts) for r in rows} == {("queued", 0)}
+    assert all(r.next_attempt_at is not None for r in rows)
+    with db.session() as s:
+        notes = s.exec(
+            select(MessageEvent.note).where(MessageEvent.message_id.in_(ids))  # type: ignore[union-attr]
+        ).all()
+    assert notes.count("claim given back: the batch broke off before its request") == 3
+
+
+def test_a_bug_before_the_request_is_not_given_back_to_loop_forever(
+    sqlite_store: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an outage gives rows back; any other error releases them as before."""
+    monkeypatch.setattr(sending, "get_adapter", lambda name: CountingGateway())
+
+    def bug(provider: str) -> float:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(sending, "_rate_wait", bug)
+    ids = add_rows(1)
+    with pytest.raises(KeyError):
+        sending.send_messages(ids, lambda r, c: None)
+    [row] = rows_of(ids)
+    assert row.status == "sending" and row.claimed_by == "released"
+
+
+# ---------------------------------------------------------------- behind the edge (PostgreSQL)
+
+
+@pytest.fixture
+def pg(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, postgres: EmbeddedPostgres
+) -> Iterator[EmbeddedPostgres]:
+    isolate(monkeypatch, tmp_path, SMSQ_DATABASE_URL=postgres.database(), SMSQ_KECCEL_TOKEN="k")
+    assert db.get_engine().dialect.name == "postgresql"
+    yield postgres
+    try:
+        postgres.up()  # whatever the test did, the server runs for the next one
+    finally:
+        restore(monkeypatch)
+
+
+def test_an_answer_that_meets_a_stopped_store_is_stored_once_it_is_back(
+    pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL goes down while the gateway holds the request and comes back 3 s
+    later: the gateway's ids are stored (no uncertain send, nothing sent twice)."""
+    back = threading.Event()
+
+    def store_goes_down() -> None:
+        if back.is_set() or getattr(store_goes_down, "done", False):
+            return  # Keccel sends one message a request: only the first meets the outage
+        store_goes_down.done = True  # type: ignore[attr-defined]
+        pg.down()
+
+        def later() -> None:
+            time.sleep(3.0)
+            pg.up()
+            back.set()
+
+        threading.Thread(target=later, daemon=True).start()
+
+    gateway = CountingGateway(during_request=store_goes_down)
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+    ids = add_rows(4)
+    outcome = sending.send_messages(ids, lambda r, c: None)
+    assert back.is_set()  # the answer was stored after the restart, not before
+    assert outcome.sent == 4 and outcome.claimed == 4
+    assert gateway.sent == Counter({i: 1 for i in ids})
+    rows = rows_of(ids)
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+    assert all(r.provider_message_id == f"gw-{r.id}" for r in rows)
+    assert all(r.claimed_by != "released" for r in rows)
+
+
+def test_a_claim_on_a_stopped_store_queues_the_task_again(
+    pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = CountingGateway()
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+    monkeypatch.setattr(sending, "CLAIM_RETRY_SECONDS", 1.0)
+    ids = add_rows(2)
+    requeued: list[tuple[list[str], float]] = []
+    pg.down()
+    outcome = sending.send_messages(ids, lambda r, c: requeued.append((list(r), c)))
+    pg.up()
+    assert requeued == [(ids, sending.CLAIM_REQUEUE_SECONDS)]
+    assert outcome.claimed == 0 and gateway.sent == Counter()
+    assert {r.status for r in rows_of(ids)} == {"queued"}
+    # The queued-again task then sends them, once.
+    again = sending.send_messages(ids, lambda r, c: None)
+    assert again.sent == 2 and gateway.sent == Counter({i: 1 for i in ids})
+
+
+def test_the_producer_works_again_once_the_store_is_back(
+    pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[list[str]] = []
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    pg.down()
+    with pytest.raises(StoreUnavailable):
+        send_sms(DRC, "while down", provider="keccel", idempotency_key="retry-me")
+    pg.up()
+    mid = send_sms(DRC, "while down", provider="keccel", idempotency_key="retry-me")
+    assert send_sms(DRC, "while down", provider="keccel", idempotency_key="retry-me") == mid
+    assert published == [[mid]]
+    status = get_status(mid)
+    assert status is not None and status.status == "queued"
