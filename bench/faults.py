@@ -1,11 +1,14 @@
-"""`make faults`: the fault suite, one embedded stack, one batch per fault, one table.
+"""`make faults`: the fault suite, one embedded stack per store, one batch per fault, one table.
 
-    .venv/bin/python bench/faults.py [--messages N]
+    .venv/bin/python bench/faults.py [--messages N] [--store sqlite|postgres|both] [--only F ...]
 
-One stack (embedded Redis with AOF, two worker processes, one beat, web, the
-gateway simulators in this process with a short delivery time, a global rate
-limit on every provider used) takes one batch of N single sends per fault,
-each message with its own text so the simulator's book can be matched:
+One stack per store (embedded Redis with AOF, two worker processes, one beat,
+web, the gateway simulators in this process with a short delivery time, a
+global rate limit on every provider used) takes one batch of N single sends
+per fault, each message with its own text so the simulator's book can be
+matched. The store is SQLite, or an embedded PostgreSQL 16 (the `pgserver`
+wheel of the dev extra, as in tests/pg.py); `both` (the default when that
+wheel is installed) runs the suite on each, one after the other:
 
 1. kill -9 of a worker while its sends hang in the gateway (KING SMS PRO, which
    has a lookup for `SMSQ_UNCERTAIN_SEND=reconcile`), then restart it;
@@ -17,8 +20,15 @@ each message with its own text so the simulator's book can be matched:
    latency spikes (slow but answered);
 4. a 5xx storm (50 x 503) and recovery;
 5. bursts of 429 with Retry-After;
-6. the store locked: this script holds `BEGIN EXCLUSIVE` on the SQLite file;
-7. web down while Keccel (DLR mode `both`) pushes reports; polls catch up.
+6. the store locked: this script holds `BEGIN EXCLUSIVE` on the SQLite file,
+   or `LOCK TABLE messages IN ACCESS EXCLUSIVE MODE` on PostgreSQL;
+7. web down while Keccel (DLR mode `both`) pushes reports, longer than the
+   gateway keeps trying a push: what it gives up on, polls catch up;
+8. (PostgreSQL) the store unreachable: the server stopped (`pg_ctl stop -m
+   fast`, every connection cut) for STORE_DOWN_SECONDS and started again, the
+   gateways' answers held by workers meanwhile; `send_sms` calls during the
+   outage get StoreUnavailable and are made again, as an app would, with the
+   same idempotency key once the store is back.
 
 Then it waits for every message to be final (or `sent` with nothing left to
 ask) and prints, per fault: delivered, other final statuses, lost (a row
@@ -51,15 +61,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import text
 from sqlmodel import select
 
-from producer import db, send_sms
+from producer import StoreUnavailable, db, send_sms
 from producer.models import Message, MessageEvent
 from producer.status import TERMINAL, Status
+from tests.pg import EmbeddedPostgres
+from tests.pg import available as postgres_available
+from tests.pg import start as start_postgres
 from worker.sandbox.base import Fault, ProviderSim, max_in_window
 from worker.stack import Stack
 
 RATE = 40
+STORE_DOWN_SECONDS = 10.0
+WEB_DOWN_SECONDS = 30.0  # the simulator tries a push 5 times over about 15 s
 WORKERS = 2
 CONCURRENCY = 4
 DELIVERY_SECONDS = 1.0
@@ -94,6 +110,7 @@ NUMBERS: dict[str, Callable[[int], str]] = {
 class Run:
     name: str
     provider: str
+    store: str = "sqlite"
     ids: list[str] = field(default_factory=list)
     texts: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (to, text)
     started: float = 0.0
@@ -103,22 +120,29 @@ class Run:
 
 
 class Suite:
-    def __init__(self, stack: Stack, n: int) -> None:
+    def __init__(self, stack: Stack, n: int, pg: EmbeddedPostgres | None = None) -> None:
         self.stack = stack
         self.n = n
+        self.pg = pg
+        self.store = "postgres" if pg is not None else "sqlite"
         self.batch = 0
         assert stack.sandbox is not None
         self.sims: dict[str, ProviderSim] = stack.sandbox.sandbox.sims
 
     # -- helpers ---------------------------------------------------------
+    def number_and_text(self, run: Run, i: int) -> tuple[str, str]:
+        """Message `i` of the run: its own number and text (matched in the gateway's book)."""
+        if not hasattr(run, "tag"):
+            run.tag = f"{run.name.split()[0]} {uuid.uuid4().hex[:6]}"  # type: ignore[attr-defined]
+        to = NUMBERS[run.provider](self.batch * 100_000 + i)
+        return to, f"fault {run.tag} #{i}"  # type: ignore[attr-defined]
+
     def send(self, run: Run, count: int, offset: int = 0) -> None:
-        tag = f"{run.name.split()[0]} {uuid.uuid4().hex[:6]}"
-        base = self.batch * 100_000 + offset
-        for i in range(count):
-            to, text = NUMBERS[run.provider](base + i), f"fault {tag} #{offset + i}"
-            mid = send_sms(to, text, provider=run.provider)
+        for i in range(offset, offset + count):
+            to, text_ = self.number_and_text(run, i)
+            mid = send_sms(to, text_, provider=run.provider)
             run.ids.append(mid)
-            run.texts[mid] = (to, text)
+            run.texts[mid] = (to, text_)
 
     def send_requests(self, run: Run, until: float | None = None) -> list[float]:
         path = SEND_PATHS[run.provider]
@@ -235,10 +259,28 @@ class Suite:
                 + ")"
             )
         run.notes.append(f"{len(times)} send requests at the gateway, {len(issued)} in its book")
+        twice = {key for key, n in copies.items() if n > 1}
+        for r in [r for r in rows if run.texts[r.id] in twice][:3]:
+            run.notes.append(f"sent twice: {r.id} ({r.status}): " + self.history(r.id))
+
+    def history(self, mid: str) -> str:
+        """A message's events, as seconds from its first one: what happened when."""
+        with db.session() as s:
+            events = s.exec(
+                select(MessageEvent).where(MessageEvent.message_id == mid).order_by(MessageEvent.id)  # type: ignore[arg-type]
+            ).all()
+        if not events:
+            return "no events"
+        first = events[0].created_at.timestamp()
+        return "; ".join(
+            f"+{e.created_at.timestamp() - first:.1f}s {e.kind} {e.new_status or ''} "
+            f"{(e.note or '')[:90]}".strip()
+            for e in events
+        )
 
     def start(self, name: str, provider: str) -> Run:
         self.batch += 1
-        run = Run(name, provider)
+        run = Run(name, provider, self.store)
         run.started = time.time()
         return run
 
@@ -329,6 +371,18 @@ class Suite:
         run = self.start("store locked 5 s", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 3)
+        if self.pg is not None:
+            with db.get_engine().connect() as conn:
+                began = time.monotonic()
+                conn.execute(text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+                got = time.monotonic() - began
+                time.sleep(5.0)
+                conn.rollback()
+            run.notes.append(
+                f"LOCK TABLE messages IN ACCESS EXCLUSIVE MODE held 5 s (took {got:.2f}s to get)"
+            )
+            self.wait_final(run)
+            return run
         path = db.get_engine().url.database
         assert path
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -342,7 +396,63 @@ class Suite:
         self.wait_final(run)
         return run
 
+    def store_down(self) -> Run:
+        """PostgreSQL stopped mid-run and started again; the app's send_sms calls made
+        during the outage are refused (StoreUnavailable) and made again afterwards."""
+        assert self.pg is not None
+        run = self.start(f"store unreachable {STORE_DOWN_SECONDS:.0f} s", "smsclub")
+        during = min(10, self.n // 10)
+        self.send(run, self.n - during)
+        self.wait_requests(run, self.n // 3)
+        self.pg.down()
+        down = time.monotonic()
+        refused: list[tuple[str, str, str]] = []
+        for i in range(during):
+            to, text_ = self.number_and_text(run, self.n - during + i)
+            key = f"fault-{uuid.uuid4().hex[:12]}"
+            try:
+                mid = send_sms(to, text_, provider=run.provider, idempotency_key=key)
+            except StoreUnavailable:
+                refused.append((to, text_, key))
+            else:  # stored after all (the store came back early): keep it
+                run.ids.append(mid)
+                run.texts[mid] = (to, text_)
+        time.sleep(max(0.0, STORE_DOWN_SECONDS - (time.monotonic() - down)))
+        self.pg.up()
+        up = time.monotonic() - down
+        for to, text_, key in refused:  # the app tries again, same key
+            mid = send_sms(to, text_, provider=run.provider, idempotency_key=key)
+            run.ids.append(mid)
+            run.texts[mid] = (to, text_)
+        run.notes.append(
+            f"PostgreSQL down {up:.1f}s; {len(refused)} of {during} send_sms during the "
+            "outage refused with StoreUnavailable, then sent again with the same key"
+        )
+        self.wait_final(run)
+        run.notes.append(self.worker_store_retries())
+        return run
+
+    def worker_store_retries(self) -> str:
+        """How often the workers' logs say they waited for the store (worker.store_retry)."""
+        logs = self.stack.data_dir / "logs"
+        lines = [
+            line
+            for path in logs.glob("w*.log")
+            for line in path.read_text(errors="replace").splitlines()
+        ]
+        waited = sum("store unavailable while" in line for line in lines)
+        back = sum("store reachable again" in line for line in lines)
+        requeued = sum("not claimed, queued again" in line for line in lines)
+        return (
+            f"workers: {waited} store write(s) tried again, {back} landed after the outage, "
+            f"{requeued} claim(s) queued again"
+        )
+
     def web_down(self) -> Run:
+        """Web killed for WEB_DOWN_SECONDS while Keccel pushes: longer than the simulator
+        keeps trying a push (5 tries over about 15 s), so some pushes are given up and
+        only the polls of `both` mode (after SMSQ_PUSH_GRACE_SECONDS) bring those
+        messages to their final status."""
         from worker.callbacks import callback_url
 
         run = self.start("web down while gateway pushes", "keccel")
@@ -353,7 +463,7 @@ class Suite:
         self.wait_requests(run, self.n // 4)
         self.stack.kill("web")
         down = time.monotonic()
-        time.sleep(20)  # longer than the simulator's 5 push tries (about 15 s)
+        time.sleep(WEB_DOWN_SECONDS)
         self.stack.restart("web")
         self.stack.wait_ready()
         up = time.monotonic() - down
@@ -364,22 +474,42 @@ class Suite:
         while len(sim.pushes) - pushed_before < len(run.ids) and time.monotonic() < deadline:
             time.sleep(0.5)
         pushes = list(sim.pushes)[pushed_before:]
-        failed = sum(1 for p in pushes if p.get("status") != 200)
+        given_up = {p["params"].get("messageID") for p in pushes if p.get("status") != 200}
+        by_poll = self.final_by_poll(run)
         run.notes.append(
-            f"web down {up:.0f}s; {len(pushes)} pushes done, {failed} given up by the gateway "
-            f"(5 tries); SMSQ_PUSH_GRACE_SECONDS={FAULT_ENV['SMSQ_PUSH_GRACE_SECONDS']}"
+            f"web down {up:.0f}s; {len(pushes)} pushes, {len(given_up)} given up by the "
+            f"gateway after 5 tries; {len(by_poll)} messages made final by a poll "
+            f"(SMSQ_PUSH_GRACE_SECONDS={FAULT_ENV['SMSQ_PUSH_GRACE_SECONDS']}), "
+            f"{len(given_up - by_poll)} of those given up not"
         )
         sim.update_account({"callback_url": None})
         return run
 
+    def final_by_poll(self, run: Run) -> set[str]:
+        """Gateway ids of the run's messages whose final status came from a poll."""
+        with db.session() as s:
+            found: set[str] = set()
+            for start in range(0, len(run.ids), 500):
+                chunk = run.ids[start : start + 500]
+                events = s.exec(
+                    select(MessageEvent).where(
+                        MessageEvent.message_id.in_(chunk),  # type: ignore[union-attr]
+                        MessageEvent.source == "poll",
+                        MessageEvent.applied == True,  # noqa: E712
+                        MessageEvent.new_status.in_([t.value for t in TERMINAL]),  # type: ignore[union-attr]
+                    )
+                ).all()
+                found |= {e.provider_message_id for e in events if e.provider_message_id}
+        return found
+
 
 def print_table(runs: list[Run]) -> None:
-    headers = ["fault", "messages", "delivered", "final other", "lost", "duplicated"]
+    headers = ["store", "fault", "messages", "delivered", "final other", "lost", "duplicated"]
     headers += ["max req/s seen vs limit", "time"]
-    table = [[r.name, *(str(v) for v in r.row.values())] for r in runs]
+    table = [[r.store, r.name, *(str(v) for v in r.row.values())] for r in runs]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     line = " | ".join(
-        h.ljust(w) if i == 0 else h.rjust(w)
+        h.ljust(w) if i < 2 else h.rjust(w)
         for i, (h, w) in enumerate(zip(headers, widths, strict=True))
     )
     print(line)
@@ -387,61 +517,92 @@ def print_table(runs: list[Run]) -> None:
     for row in table:
         print(
             " | ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
+                c.ljust(w) if i < 2 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
 
 
+def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
+    """Every fault (or those named in `only`) on one new stack whose store is `store`."""
+    for key in [k for k in os.environ if k.startswith("SMSQ_")]:
+        del os.environ[key]  # a fresh stack: its own Redis, store and settings
+    db.reset_engine()
+    runs: list[Run] = []
+    pg = start_postgres() if store == "postgres" else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="smsq-faults-") as tmp:
+            env = dict(FAULT_ENV)
+            if pg is not None:
+                env["SMSQ_DATABASE_URL"] = pg.database("faults")
+            stack = Stack(
+                data_dir=Path(tmp),
+                delivery_seconds=DELIVERY_SECONDS,
+                workers=WORKERS,
+                worker_concurrency=CONCURRENCY,
+                extra_env=env,
+            )
+            try:
+                try:
+                    stack.start()
+                except RuntimeError:
+                    for log in sorted((Path(tmp) / "logs").glob("*.log")):
+                        print(f"== {log.name}", log.read_text()[-2000:], sep="\n")
+                    raise
+                # The simulators drop a request whose client vanished (a killed worker, a
+                # timeout): uvicorn logs each as a traceback, not a result.
+                logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+                suite = Suite(stack, n, pg)
+                faults = [
+                    suite.worker_sigkill,
+                    suite.redis_restart,
+                    suite.timeouts,
+                    suite.storm_5xx,
+                    suite.bursts_429,
+                    suite.store_locked,
+                    *([suite.store_down] if pg is not None else []),
+                    suite.web_down,
+                ]
+                for fault in faults:
+                    if only and fault.__name__ not in only:
+                        continue
+                    print(f"{store}: {fault.__name__} ...", flush=True)
+                    run = fault()
+                    suite.tally(run)
+                    runs.append(run)
+            finally:
+                stack.stop()
+                db.reset_engine()
+    finally:
+        if pg is not None:
+            pg.stop()
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000, help="per fault (1000)")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres", "both"],
+        default="both" if postgres_available() else "sqlite",
+        help="the store of the stack (both, when the pgserver wheel is installed)",
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="fault names (all of them)")
     args = parser.parse_args()
-    for key in [k for k in os.environ if k.startswith("SMSQ_")]:
-        del os.environ[key]
+    if args.store != "sqlite" and not postgres_available():
+        parser.error("no embedded PostgreSQL: install the dev extra (the pgserver wheel)")
     began = time.monotonic()
     load = os.getloadavg()[0]
-    runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="smsq-faults-") as tmp:
-        stack = Stack(
-            data_dir=Path(tmp),
-            delivery_seconds=DELIVERY_SECONDS,
-            workers=WORKERS,
-            worker_concurrency=CONCURRENCY,
-            extra_env=FAULT_ENV,
-        )
-        try:
-            try:
-                stack.start()
-            except RuntimeError:
-                for log in sorted((Path(tmp) / "logs").glob("*.log")):
-                    print(f"== {log.name}", log.read_text()[-2000:], sep="\n")
-                raise
-            # The simulators drop a request whose client vanished (a killed worker, a
-            # timeout): uvicorn logs each as a traceback, not a result.
-            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-            suite = Suite(stack, args.messages)
-            for fault in (
-                suite.worker_sigkill,
-                suite.redis_restart,
-                suite.timeouts,
-                suite.storm_5xx,
-                suite.bursts_429,
-                suite.store_locked,
-                suite.web_down,
-            ):
-                print(f"{fault.__name__} ...", flush=True)
-                run = fault()
-                suite.tally(run)
-                runs.append(run)
-        finally:
-            stack.stop()
+    stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    runs = [run for store in stores for run in run_suite(store, args.messages, args.only)]
     total = time.monotonic() - began
     print()
     print("$ " + shlex.join(["python", "bench/faults.py", *sys.argv[1:]]))
     print(
-        f"stack: {WORKERS} worker processes x {CONCURRENCY} threads, 1 beat, web, embedded "
-        f"Redis (AOF), SQLite; simulators deliver after {DELIVERY_SECONDS:g}s; "
+        f"stack per store: {WORKERS} worker processes x {CONCURRENCY} threads, 1 beat, web, "
+        f"embedded Redis (AOF); stores: {', '.join(stores)} (PostgreSQL 16 embedded); "
+        f"simulators deliver after {DELIVERY_SECONDS:g}s; "
         f"{os.cpu_count()} CPUs, load average {load:.2f} at start"
     )
     print("settings: " + " ".join(f"{k}={v}" for k, v in FAULT_ENV.items()))
@@ -450,7 +611,7 @@ def main() -> int:
     print()
     for i, run in enumerate(runs, 1):
         for note in run.notes:
-            print(f"{i}. {run.name}: {note}")
+            print(f"{i}. {run.store}, {run.name}: {note}")
     print(f"\ntotal run time {total:.0f} s")
     bad = sum(int(r.row["lost"]) + int(r.row["duplicated"]) for r in runs)  # type: ignore[call-overload]
     return 1 if bad else 0

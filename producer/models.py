@@ -44,6 +44,10 @@ class Message(SQLModel, table=True):
     claimed_at: datetime | None = None
     # The claiming worker process (`worker.liveness`): its rows settle soon after it dies.
     claimed_by: str | None = Field(default=None, max_length=100)
+    # When a request carrying this message first went out and its answer was lost (the
+    # gateway may have it): a resend that counts on the gateway refusing copies within
+    # its window (SMSClub: 2 min) is only made while that window, from here, lasts.
+    maybe_sent_at: datetime | None = None
     sent_at: datetime | None = None
     next_poll_at: datetime | None = Field(default=None, index=True)
     poll_count: int = 0

@@ -28,7 +28,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import redis
@@ -251,6 +251,17 @@ def _send_batch(
     """One gateway request for `rows`, unless the guard or the breaker keeps it from going.
     Every store write after the request goes through `_durably`: the answer is only
     in memory until it is committed."""
+    adapter = get_adapter(provider)
+    late = _past_duplicate_window(adapter, rows)
+    if late:
+        window = adapter.duplicate_window_seconds or 0
+        note = f"not resent: an earlier request's answer was lost and {provider} " + (
+            f"would no longer refuse a copy ({window:g} s window)" if window else "may have it"
+        )
+        store_retry.durably("marking uncertain", partial(_mark_uncertain, late, note))
+        rows = [r for r in rows if r not in late]
+        if not rows:
+            return
     block = guard.account_block(provider)
     if block:
         reason = f"{provider} account blocked: {block}"
@@ -259,13 +270,21 @@ def _send_batch(
     breaker = Breaker(provider)
     decision = breaker.allow()
     if not decision.allowed:
-        reason = f"{provider} circuit breaker open"
-        _durably(
-            "diverting",
-            lambda c: _divert(provider, rows, reason, decision.wait, requeue, c),
-            outcome,
-        )
-        return
+        # A row whose answer was lost goes now: the gateway refuses a copy only for a
+        # while (`_past_duplicate_window`), so after the cool-down a resend could be
+        # a second copy. Such rows are few; the rest wait.
+        urgent = [r for r in rows if r.maybe_sent_at is not None]
+        held = [r for r in rows if r.maybe_sent_at is None]
+        if held:
+            reason = f"{provider} circuit breaker open"
+            _durably(
+                "diverting",
+                lambda c: _divert(provider, held, reason, decision.wait, requeue, c),
+                outcome,
+            )
+        if not urgent:
+            return
+        rows = urgent
     wait = _rate_wait(provider)
     if wait > 0:
         if decision.trial:
@@ -274,8 +293,8 @@ def _send_batch(
         store_retry.durably("handing back", lambda: _hand_back(rows, wait, requeue, note=note))
         outcome.retry_in = wait
         return
-    adapter = get_adapter(provider)
     outgoing = [_outgoing(r) for r in rows]
+    requested_at = utcnow()
     stage.requested = True
     try:
         results = adapter.send(outgoing)
@@ -296,7 +315,8 @@ def _send_batch(
         else:
             opened = breaker.record_failure()
         outcome.retry_in = store_retry.durably(
-            "storing a retry", partial(_retry_later, rows, exc, requeue)
+            "storing a retry",
+            partial(_retry_later, rows, exc, requeue, requested_at if exc.maybe_sent else None),
         )
         if opened is not None:
             _breaker_event(
@@ -334,6 +354,30 @@ def _send_batch(
     )
     if closed:
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
+
+
+# A copy is only resent while the gateway's duplicate window (from the first request
+# whose answer was lost) lasts this long beyond the request's own timeout.
+WINDOW_MARGIN_SECONDS = 5.0
+
+
+def _past_duplicate_window(adapter: ProviderAdapter, rows: list[Message]) -> list[Message]:
+    """Rows an earlier request may already have delivered to the gateway (`maybe_sent_at`)
+    whose resend would no longer be refused as a copy: sending them again could send
+    them twice, so they are settled as uncertain sends instead. Whatever delayed them
+    (more faults, the breaker, a backlog in the queue), the window counts from the
+    first lost answer. None under SMSQ_UNCERTAIN_SEND=resend (copies accepted)."""
+    if get_settings().uncertain_send == "resend":
+        return []
+    window = adapter.duplicate_window_seconds or 0.0
+    timeout = provider_settings(rows[0].provider).timeout_seconds if rows else 0.0
+    now = utcnow()
+    return [
+        r
+        for r in rows
+        if r.maybe_sent_at is not None
+        and (now - r.maybe_sent_at).total_seconds() + timeout + WINDOW_MARGIN_SECONDS >= window
+    ]
 
 
 def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
@@ -375,6 +419,8 @@ def fallback_for(row: Message) -> tuple[str | None, list[str]]:
     its account is not blocked and its circuit breaker is not open.
     """
     skipped: list[str] = []
+    if row.maybe_sent_at is not None:  # another gateway would send a second copy
+        return None, [f"none: {row.provider} may have it already (an answer was lost)"]
     for name in [n.strip() for n in (row.fallbacks or "").split(",") if n.strip()]:
         if name == row.provider:
             continue
@@ -596,9 +642,14 @@ def _store_results(
 
 
 def _retry_later(
-    rows: list[Message], exc: RetryableProviderError, requeue: Requeue
+    rows: list[Message],
+    exc: RetryableProviderError,
+    requeue: Requeue,
+    maybe_sent_at: datetime | None = None,
 ) -> float | None:
-    """Back to `queued` with `next_attempt_at`, or `failed` past the deadline or attempts."""
+    """Back to `queued` with `next_attempt_at`, or `failed` past the deadline or attempts.
+    `maybe_sent_at`: the request may have reached the gateway (its answer was lost);
+    kept on each row unless an earlier lost answer is already there."""
     settings = get_settings()
     now = utcnow()
     retry_ids: list[str] = []
@@ -618,16 +669,19 @@ def _retry_later(
                 )
             else:
                 _attempt_event(s, row, f"retryable error: {exc}")
+            first_lost = row.maybe_sent_at or maybe_sent_at
             if not exc.throttled and (
                 attempts >= settings.max_attempts or now + timedelta(seconds=delay) > deadline
             ):
+                lost = "; an earlier answer was lost: the gateway may have it" if first_lost else ""
                 move(
                     s,
                     row,
                     Status.FAILED,
                     source="worker",
                     raw=exc.raw,
-                    error=f"gave up after {attempts} attempt(s): {exc}",
+                    error=f"gave up after {attempts} attempt(s): {exc}{lost}",
+                    maybe_sent_at=first_lost,
                 )
                 continue
             move(
@@ -639,6 +693,7 @@ def _retry_later(
                 note=f"retry in {delay:.1f}s: {exc}",
                 error=str(exc),
                 attempts=attempts,
+                maybe_sent_at=first_lost,
                 next_attempt_at=now + timedelta(seconds=delay + settings.sweep_after_seconds)
                 if delay <= MAX_COUNTDOWN
                 else now + timedelta(seconds=delay),

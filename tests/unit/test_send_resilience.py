@@ -469,6 +469,74 @@ def test_smsclub_lost_answer_is_resent_within_its_duplicate_window(  # type: ign
     assert row(late).status == "sending", notes(late, "attempt")
 
 
+def test_the_duplicate_window_counts_from_the_first_lost_answer(  # type: ignore[no-untyped-def]
+    gateways,
+) -> None:
+    """A lost answer stamps `maybe_sent_at`; a later lost answer keeps the first stamp;
+    whatever delays the resend, it is only made while SMSClub would still refuse a
+    copy (120 s from the first lost answer, less the timeout and a margin)."""
+    club = gateways["smsclub"]
+    club.duplicate_window_seconds = 120.0
+    timed_out = RetryableProviderError("smsclub: timed out", maybe_sent=True)
+    club.answers = [timed_out, timed_out]
+    mid = add_row("smsclub", to="380989361131", sender="SMSQ")
+    before = utcnow()
+    send(mid)
+    first = row(mid).maybe_sent_at
+    assert first is not None and before <= first <= utcnow()
+    send(mid)  # lost again: still the first stamp
+    assert row(mid).status == "queued" and row(mid).maybe_sent_at == first
+    assert len(club.calls) == 2
+
+    # The backlog, the breaker or more faults held it until 2 minutes had passed.
+    with db.session() as s:
+        r = s.get(Message, mid)
+        assert r is not None
+        r.maybe_sent_at = utcnow() - timedelta(seconds=110)
+        s.add(r)
+        s.commit()
+    send(mid)
+    left = row(mid)
+    assert len(club.calls) == 2  # not sent a third time: a copy might not be refused
+    assert left.status == "sending" and left.claimed_by == "released"
+    assert "would no longer refuse a copy (120 s window)" in (left.note or "")
+
+
+def test_a_lost_answer_is_resent_through_an_open_breaker_while_copies_are_refused(  # type: ignore[no-untyped-def]
+    gateways,
+) -> None:
+    """The breaker's cool-down could outlast SMSClub's 2-minute window: a message whose
+    answer was lost is resent now (453 if the gateway has it), the others wait."""
+    club = gateways["smsclub"]
+    club.duplicate_window_seconds = 120.0
+    club.answers = [RetryableProviderError("smsclub: timed out", maybe_sent=True)]
+    lost = add_row("smsclub", to="380989361131", sender="SMSQ")
+    send(lost)
+    assert row(lost).maybe_sent_at is not None
+    Breaker("smsclub").trip(60)
+    fresh = add_row("smsclub", to="380989361132", sender="SMSQ")
+    send(fresh)
+    send(lost)
+    assert club.calls == [[lost], [lost]]  # the resend went; the fresh one did not
+    assert row(lost).status == "sent"
+    assert row(fresh).status == "queued"
+    assert "circuit breaker open" in (events(fresh, "status")[-1].note or "")
+
+
+def test_a_message_whose_answer_was_lost_is_not_rerouted(gateways) -> None:  # type: ignore[no-untyped-def]
+    """Another gateway would send a second copy of what the first one may have."""
+    mid = add_row("smsclub", fallbacks="sms1601", to="380989361131", sender="SMSQ")
+    with db.session() as s:
+        r = s.get(Message, mid)
+        assert r is not None
+        r.maybe_sent_at = utcnow()
+        s.add(r)
+        s.commit()
+    target, skipped = sending.fallback_for(row(mid))
+    assert target is None
+    assert skipped == ["none: smsclub may have it already (an answer was lost)"]
+
+
 @pytest.mark.parametrize(
     ("error", "maybe_sent"),
     [
