@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from sqlmodel import select
 
@@ -172,3 +173,51 @@ def test_sigkill_of_a_worker_mid_send_loses_and_doubles_nothing_on_postgres(
         ).all()
     assert sorted(settled) == sorted(r.id for r in stuck)  # each looked up once by beat
     assert store_errors(pg_stack) == []
+
+
+def test_store_stopped_mid_run_loses_nothing_and_keeps_every_gateway_id(
+    pg_stack: Stack, postgres: EmbeddedPostgres
+) -> None:
+    """PostgreSQL stopped for 5 s (every connection cut) while SMSClub holds eight
+    requests for 3 s, then started again: the workers keep those answers until the
+    store takes them, so every message is sent exactly once, with its gateway id
+    (nothing settled as an uncertain send), and the web process answers 503, not
+    500, while the store is down."""
+    gateway = sim(pg_stack, "smsclub")
+    threads = pg_stack.workers * pg_stack.worker_concurrency
+    tag = uuid.uuid4().hex[:8]
+    texts = [f"pg down {tag} #{i}" for i in range(30)]
+    ids = [
+        send_sms(f"38067{i:06d}{1 + i % 7}", text, provider="smsclub")
+        for i, text in enumerate(texts)
+    ]
+    started = time.time()
+    gateway.add_fault(Fault(delay=3.0, passthrough=True, times=threads))
+
+    def all_threads_in_flight() -> bool:
+        return sum(1 for r in list(gateway.requests) if r.at >= started) >= threads
+
+    wait_for(all_threads_in_flight, timeout=30)
+    postgres.down()
+    try:
+        health = httpx.get(f"{pg_stack.web_url}/healthz", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "degraded"
+        time.sleep(5.0)
+    finally:
+        postgres.up()
+    wait_all(ids, SENT_OR_LATER, timeout=90)
+    assert book(pg_stack, "smsclub", texts) == Counter({t: 1 for t in texts})
+    with db.session() as s:
+        rows = s.exec(select(Message).where(Message.id.in_(ids))).all()  # type: ignore[union-attr]
+        uncertain = s.exec(
+            select(MessageEvent.message_id).where(
+                MessageEvent.message_id.in_(ids),  # type: ignore[union-attr]
+                MessageEvent.kind == "reconcile",
+            )
+        ).all()
+    assert all(r.provider_message_id for r in rows), [r.note for r in rows]
+    assert uncertain == []
+    logs = "\n".join(
+        p.read_text(errors="replace") for p in (pg_stack.data_dir / "logs").glob("w*.log")
+    )
+    assert "store reachable again: storing the gateway's answer" in logs
