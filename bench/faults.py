@@ -546,8 +546,7 @@ def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
                 try:
                     stack.start()
                 except RuntimeError:
-                    for log in sorted((Path(tmp) / "logs").glob("*.log")):
-                        print(f"== {log.name}", log.read_text()[-2000:], sep="\n")
+                    print(stack.log_tails())
                     raise
                 # The simulators drop a request whose client vanished (a killed worker, a
                 # timeout): uvicorn logs each as a traceback, not a result.

@@ -170,8 +170,7 @@ def main() -> int:
             try:
                 stack.start()
             except RuntimeError:
-                for log in sorted((Path(tmp) / "logs").glob("*.log")):
-                    print(f"== {log.name}", log.read_text()[-2000:], sep="\n")
+                print(stack.log_tails())
                 raise
             assert stack.sandbox is not None
             sims = stack.sandbox.sandbox.sims

@@ -219,6 +219,13 @@ class Stack:
             raise RuntimeError("this stack did not start the embedded Redis")
         ensure_embedded_redis(self.data_dir, port=self.redis_port)
 
+    def log_tails(self, chars: int = 2000) -> str:
+        """The end of every process's log, for a stack that did not come up."""
+        return "\n".join(
+            f"== {log.name}\n{log.read_text(errors='replace')[-chars:]}"
+            for log in sorted((self.data_dir / "logs").glob("*.log"))
+        )
+
     def pids(self, name: str) -> list[int]:
         """The pids of process `name` and its descendants (from /proc)."""
         root = self.processes[name].pid

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from producer.enqueue import reset_publisher
 from producer.queues import broker_url
 from producer.settings import reload_settings
 from producer.status import Status
+from worker.sandbox.base import ProviderSim
 from worker.stack import Stack
 
 TEST_ENV = {
@@ -88,6 +90,18 @@ def sims(stack: Stack):  # type: ignore[no-untyped-def]
     yield sims
     for sim in sims.values():
         sim.faults.clear()
+
+
+def sim(stack: Stack, name: str) -> ProviderSim:
+    """The simulator of gateway `name` in `stack`'s sandbox."""
+    assert stack.sandbox is not None
+    return stack.sandbox.sandbox.sims[name]
+
+
+def book(stack: Stack, provider: str, texts: list[str]) -> Counter[str]:
+    """How many times the gateway's message book holds each of `texts`."""
+    wanted = set(texts)
+    return Counter(m.text for m in list(sim(stack, provider).messages.values()) if m.text in wanted)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.1) -> object:

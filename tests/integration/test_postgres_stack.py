@@ -18,9 +18,9 @@ from sqlmodel import select
 
 from producer import db, send_bulk, send_sms
 from producer.models import Message, MessageEvent
-from tests.integration.conftest import TEST_ENV, running_stack, wait_for
+from tests.integration.conftest import TEST_ENV, book, running_stack, sim, wait_for
 from tests.pg import EmbeddedPostgres
-from worker.sandbox.base import Fault, ProviderSim
+from worker.sandbox.base import Fault
 from worker.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -52,16 +52,6 @@ def pg_stack(
         assert db.get_engine().dialect.name == "postgresql"
         yield running
         assert not (running.data_dir / "smsq.db").exists()  # no process fell back to SQLite
-
-
-def sim(stack: Stack, name: str) -> ProviderSim:
-    assert stack.sandbox is not None
-    return stack.sandbox.sandbox.sims[name]
-
-
-def book(stack: Stack, provider: str, texts: list[str]) -> Counter[str]:
-    wanted = set(texts)
-    return Counter(m.text for m in list(sim(stack, provider).messages.values()) if m.text in wanted)
 
 
 def statuses(ids: list[str]) -> dict[str, str]:

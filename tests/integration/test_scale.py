@@ -23,8 +23,8 @@ from producer.enqueue import publisher
 from producer.models import Message, MessageEvent
 from producer.settings import reload_settings
 from producer.status import Status
-from tests.integration.conftest import running_stack, wait_for
-from worker.sandbox.base import Fault, ProviderSim, max_in_window
+from tests.integration.conftest import book, running_stack, sim, wait_for
+from worker.sandbox.base import Fault, max_in_window
 from worker.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -53,17 +53,6 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         extra_env=SCALE_ENV,
     ) as running:
         yield running
-
-
-def sim(stack: Stack, name: str) -> ProviderSim:
-    assert stack.sandbox is not None
-    return stack.sandbox.sandbox.sims[name]
-
-
-def book(stack: Stack, provider: str, texts: list[str]) -> Counter[str]:
-    """How many times the gateway's message book holds each of `texts`."""
-    wanted = set(texts)
-    return Counter(m.text for m in list(sim(stack, provider).messages.values()) if m.text in wanted)
 
 
 def statuses(ids: list[str]) -> Counter[str]:

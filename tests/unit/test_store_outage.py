@@ -25,10 +25,11 @@ from sqlmodel import select
 
 from producer import EnqueueError, StoreUnavailable, db, get_status, send_bulk, send_sms
 from producer import api as producer_api
-from producer.models import Message, MessageEvent, utcnow
+from producer.models import Message, MessageEvent
 from producer.status import Status
 from tests.pg import EmbeddedPostgres
 from tests.unit.conftest import isolate, restore
+from tests.unit.test_postgres_store import add_rows
 from worker import cli, sending, store_retry
 from worker.providers.base import OutgoingMessage, SendResult
 
@@ -165,18 +166,6 @@ def sqlite_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     isolate(monkeypatch, tmp_path, SMSQ_KECCEL_TOKEN="k")
     yield
     restore(monkeypatch)
-
-
-def add_rows(n: int) -> list[str]:
-    now = utcnow()
-    rows = [
-        Message(to=DRC, text=f"m{i}", provider="keccel", created_at=now, updated_at=now)
-        for i in range(n)
-    ]
-    with db.session() as s:
-        s.add_all(rows)
-        s.commit()
-    return [r.id for r in rows]
 
 
 def rows_of(ids: Sequence[str]) -> list[Message]:
