@@ -28,7 +28,9 @@ wheel is installed) runs the suite on each, one after the other:
    fast`, every connection cut) for STORE_DOWN_SECONDS and started again, the
    gateways' answers held by workers meanwhile; `send_sms` calls during the
    outage get StoreUnavailable and are made again, as an app would, with the
-   same idempotency key once the store is back.
+   same idempotency key once the store is back;
+9. faults in three places at once: a 503 storm at SMSClub while a worker is
+   SIGKILLed with sends the gateway holds, and Redis is stopped and started.
 
 Then it waits for every message to be final (or `sent` with nothing left to
 ask) and prints, per fault: delivered, other final statuses, lost (a row
@@ -307,6 +309,37 @@ class Suite:
         self.wait_final(run)
         return run
 
+    def compound(self) -> Run:
+        """Faults in three places at once: a 503 storm at SMSClub, and meanwhile a
+        worker SIGKILLed with sends the gateway holds, and Redis stopped and started.
+        The killed worker's sends have no lookup at SMSClub: beat resends them while
+        SMSClub still refuses a copy (453), so none is lost and none doubled."""
+        run = self.start("503 storm + SIGKILL + Redis restart", "smsclub")
+        sim = self.sims["smsclub"]
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 4)
+        threads = WORKERS * CONCURRENCY
+        hang = Fault(delay=3.0, passthrough=True, times=threads)
+        sim.add_fault(hang)
+        sim.add_fault(Fault(status=503, times=50))
+        deadline = time.monotonic() + 10
+        while any(f is hang for f in sim.faults) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        sending = Counter(r.status for r in self.rows(run))[Status.SENDING.value]
+        self.stack.kill("w1")
+        self.stack.stop_redis()
+        down = time.monotonic()
+        time.sleep(REDIS_DOWN_SECONDS)
+        self.stack.start_redis()
+        self.stack.restart("w1")
+        run.notes.append(
+            f"kill -9 w1 with {sending} row(s) sending ({threads} requests held 3 s, then "
+            f"50 x 503); Redis down {time.monotonic() - down:.1f}s; w1 restarted"
+        )
+        self.wait_final(run, revive=True)
+        return run
+
     def redis_restart(self) -> Run:
         run = self.start("Redis restart (AOF)", "smsclub")
         during = min(10, self.n // 10)
@@ -561,6 +594,7 @@ def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
                     suite.store_locked,
                     *([suite.store_down] if pg is not None else []),
                     suite.web_down,
+                    suite.compound,
                 ]
                 for fault in faults:
                     if only and fault.__name__ not in only:
@@ -594,7 +628,10 @@ def main() -> int:
     began = time.monotonic()
     load = os.getloadavg()[0]
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
-    runs = [run for store in stores for run in run_suite(store, args.messages, args.only)]
+    runs: list[Run] = []
+    for store in stores:
+        runs += run_suite(store, args.messages, args.only)
+        print_table(runs)  # so far: kept even if a later stack breaks
     total = time.monotonic() - began
     print()
     print("$ " + shlex.join(["python", "bench/faults.py", *sys.argv[1:]]))

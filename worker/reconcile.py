@@ -5,8 +5,11 @@ answer, or an unexpected error came after the request) is settled by
 SMSQ_UNCERTAIN_SEND:
 - `reconcile` (default) asks the gateway (`ProviderAdapter.find_sent`): found ->
   `sent` with the gateway id, polls scheduled; confirmed not found -> `queued`
-  again (a resend is safe); cannot tell -> `sent` without an id and a note
-  "uncertain: not resent" (never a silent second SMS);
+  again (a resend is safe); cannot tell, on a gateway that refuses copies for
+  a while (SMSClub, 2 minutes) and still within that window -> `queued` again
+  (a copy it has comes back refused, one it never got is sent); cannot tell
+  otherwise -> `sent` without an id and a note "uncertain: not resent" (never a
+  silent second SMS);
 - `resend` queues it again (at-least-once);
 - `fail` marks it `failed` (at-most-once).
 A resend never goes past SMSQ_MAX_ATTEMPTS. Every lookup and every choice is
@@ -25,6 +28,7 @@ from producer.api import gateway_schedules
 from producer.models import Message, utcnow
 from producer.settings import get_settings
 from producer.status import Status
+from worker import copy_window
 from worker.adapters import get_adapter
 from worker.dlr import adopt_early_reports
 from worker.polling import first_poll_at
@@ -39,6 +43,9 @@ LOOKUP_SLACK = timedelta(seconds=60)
 LOOKUP_RETRY_SECONDS = 60.0
 # Gateway lookups per run (each one is an HTTP request); the rest wait for the next tick.
 MAX_LOOKUPS = 20
+# A resend within a gateway's copy window is only queued with this long of it left
+# (the queue, a rate-limit wait); the send path checks the window again anyway.
+WINDOW_RESEND_SLACK = timedelta(seconds=20)
 
 
 @dataclass
@@ -176,6 +183,25 @@ def _apply(
         )
         adopt_early_reports(s, row)  # a push may have come before we knew the id
         done.found += 1
+        return
+    first = _aware(row.maybe_sent_at or row.claimed_at or row.updated_at)
+    until = copy_window.refused_until(get_adapter(row.provider), row.provider, first)
+    if (
+        until is not None
+        and until - now >= WINDOW_RESEND_SLACK
+        and row.attempts < settings.max_attempts
+    ):
+        _finish(
+            s,
+            row,
+            Status.QUEUED,
+            source,
+            note=f"uncertain send ({cause}): resent while {row.provider} still refuses a "
+            f"copy (until {until:%H:%M:%S} UTC): a copy it has comes back refused",
+            next_attempt_at=now,
+            maybe_sent_at=first,
+        )
+        done.requeued += 1
         return
     deadline = _aware(row.created_at) + timedelta(seconds=settings.retry_deadline_seconds)
     if isinstance(answer.raw, dict) and answer.raw.get("retryable") and now < deadline:

@@ -44,7 +44,7 @@ from producer.queues import MAX_COUNTDOWN
 from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
 from producer.status import Status
 from producer.validation import check_sender, check_text
-from worker import guard, liveness, metrics, reconcile, store_retry
+from worker import copy_window, guard, liveness, metrics, reconcile, store_retry
 from worker.adapters import get_adapter
 from worker.breaker import Breaker
 from worker.callbacks import dlr_url_for
@@ -356,28 +356,24 @@ def _send_batch(
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
 
 
-# A copy is only resent while the gateway's duplicate window (from the first request
-# whose answer was lost) lasts this long beyond the request's own timeout.
-WINDOW_MARGIN_SECONDS = 5.0
-
-
 def _past_duplicate_window(adapter: ProviderAdapter, rows: list[Message]) -> list[Message]:
     """Rows an earlier request may already have delivered to the gateway (`maybe_sent_at`)
-    whose resend would no longer be refused as a copy: sending them again could send
-    them twice, so they are settled as uncertain sends instead. Whatever delayed them
-    (more faults, the breaker, a backlog in the queue), the window counts from the
-    first lost answer. None under SMSQ_UNCERTAIN_SEND=resend (copies accepted)."""
+    whose resend would no longer be refused as a copy (`worker.copy_window`): sending
+    them again could send them twice, so they are settled as uncertain sends instead.
+    Whatever delayed them (more faults, the breaker, a backlog in the queue), the
+    window counts from the first lost answer. None under SMSQ_UNCERTAIN_SEND=resend
+    (copies accepted)."""
     if get_settings().uncertain_send == "resend":
         return []
-    window = adapter.duplicate_window_seconds or 0.0
-    timeout = provider_settings(rows[0].provider).timeout_seconds if rows else 0.0
     now = utcnow()
-    return [
-        r
-        for r in rows
-        if r.maybe_sent_at is not None
-        and (now - r.maybe_sent_at).total_seconds() + timeout + WINDOW_MARGIN_SECONDS >= window
-    ]
+    late: list[Message] = []
+    for row in rows:
+        if row.maybe_sent_at is None:
+            continue
+        until = copy_window.refused_until(adapter, row.provider, row.maybe_sent_at)
+        if until is None or now >= until:
+            late.append(row)
+    return late
 
 
 def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:

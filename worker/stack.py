@@ -105,9 +105,15 @@ class Stack:
         }
         os.environ.update(env)
         self.env = {**os.environ}
-        reload_settings()
+        # This process's cached settings, broker URL, publisher and engine follow the
+        # new environment (a second stack in one process gets its own Redis and store).
         from producer import db
+        from producer.enqueue import reset_publisher
+        from producer.queues import broker_url
 
+        reload_settings()
+        broker_url.cache_clear()
+        reset_publisher()
         db.reset_engine()
         db.get_engine()  # schema up to date before any process starts
         for name in self.worker_names:

@@ -151,6 +151,7 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
 class Lookups:
     answer: LookupResult | Exception
     asked: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    duplicate_window_seconds: float | None = None
 
     def find_sent(self, ref: str, to: str, text: str, since: datetime) -> LookupResult:
         self.asked.append((ref, to, text, since))
@@ -159,21 +160,29 @@ class Lookups:
         return self.answer
 
 
-def use(monkeypatch: pytest.MonkeyPatch, answer: LookupResult | Exception) -> Lookups:
-    fake = Lookups(answer)
+def use(
+    monkeypatch: pytest.MonkeyPatch, answer: LookupResult | Exception, window: float | None = None
+) -> Lookups:
+    fake = Lookups(answer, duplicate_window_seconds=window)
     monkeypatch.setattr(reconcile, "get_adapter", lambda name: fake)
     return fake
 
 
-def stuck_row(claimed_seconds_ago: float = 400, attempts: int = 1) -> str:
+def stuck_row(
+    claimed_seconds_ago: float = 400,
+    attempts: int = 1,
+    provider: str = "sms1601",
+    claimed_by: str | None = None,
+) -> str:
     claimed = utcnow() - timedelta(seconds=claimed_seconds_ago)
     row = Message(
         to="31612345671",
         text="stuck",
-        provider="sms1601",
+        provider=provider,
         status=Status.SENDING.value,
         attempts=attempts,
         claimed_at=claimed,
+        claimed_by=claimed_by,
         created_at=claimed,
         updated_at=claimed,
     )
@@ -234,6 +243,29 @@ def test_cannot_tell_leaves_it_sent_without_id_and_never_resends(
     row = get(mid)
     assert (row.status, row.provider_message_id, row.next_poll_at) == ("sent", None, None)
     assert (row.note or "").startswith("uncertain: not resent (worker lost mid-send; keccel")
+
+
+@pytest.mark.parametrize(("claimed_ago", "resent"), [(65, True), (100, False)])
+def test_cannot_tell_within_a_copy_window_is_resent_once_past_it_never(
+    store: None, monkeypatch: pytest.MonkeyPatch, claimed_ago: float, resent: bool
+) -> None:
+    """SMSClub refuses a copy for 2 minutes: a given-up claim settled 65 s after its
+    claim (the sweep's first look, after LOOKUP_RETRY_SECONDS) is queued again (a copy the gateway has comes back 453, one it never
+    got is sent), with the claim as its first possible send; 100 s after, too little
+    of the window is left (less the 10 s timeout, the margin and the queue's slack),
+    so it stays `sent` without an id."""
+    use(monkeypatch, LookupResult("unknown", detail="smsclub offers no lookup"), window=120.0)
+    # A claim given up (the worker's answer was lost), as a dead worker's would be.
+    mid = stuck_row(claimed_seconds_ago=claimed_ago, provider="smsclub", claimed_by="released")
+    claimed_at = get(mid).claimed_at
+    maintenance._settle_stuck_sending()
+    row = get(mid)
+    if resent:
+        assert (row.status, row.maybe_sent_at) == ("queued", claimed_at)
+        assert "resent while smsclub still refuses a copy" in (row.note or "")
+    else:
+        assert (row.status, row.provider_message_id) == ("sent", None)
+        assert (row.note or "").startswith("uncertain: not resent")
 
 
 def test_a_failed_lookup_is_asked_again_later(store: None, monkeypatch: pytest.MonkeyPatch) -> None:
