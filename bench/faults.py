@@ -240,6 +240,11 @@ class Suite:
             "delivered": status[Status.DELIVERED.value],
             "final other": sum(n for st, n in status.items() if st in terminal)
             - status[Status.DELIVERED.value],
+            # At the gateway but no status to ask for (a copy refused with 453, or an
+            # uncertain send not resent): `sent` with no poll due.
+            "sent, no report": sum(
+                1 for r in rows if r.status == Status.SENT.value and r.next_poll_at is None
+            ),
             "lost": lost,
             "duplicated": sum(1 for n in copies.values() if n > 1),
             "max req/s": f"{max_in_window(times)} / {RATE}",
@@ -537,7 +542,8 @@ class Suite:
 
 
 def print_table(runs: list[Run]) -> None:
-    headers = ["store", "fault", "messages", "delivered", "final other", "lost", "duplicated"]
+    headers = ["store", "fault", "messages", "delivered", "final other", "sent, no report"]
+    headers += ["lost", "duplicated"]
     headers += ["max req/s seen vs limit", "time"]
     table = [[r.store, r.name, *(str(v) for v in r.row.values())] for r in runs]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]

@@ -44,12 +44,13 @@ def test_the_fault_report_prints_one_consistent_row_per_fault() -> None:
     lines = done.stdout.splitlines()
     [header] = [line for line in lines if line.startswith("store ")]
     columns = [c.strip() for c in header.split("|")]
-    assert columns[:7] == [
+    assert columns[:8] == [
         "store",
         "fault",
         "messages",
         "delivered",
         "final other",
+        "sent, no report",
         "lost",
         "duplicated",
     ]
@@ -61,7 +62,8 @@ def test_the_fault_report_prints_one_consistent_row_per_fault() -> None:
     assert [r["fault"] for r in rows] == ["5xx storm (50 x 503)", "429 bursts with Retry-After"]
     for row in rows:
         assert row["messages"] == str(MESSAGES)
-        assert int(row["delivered"]) + int(row["final other"]) == MESSAGES
+        final = int(row["delivered"]) + int(row["final other"]) + int(row["sent, no report"])
+        assert final == MESSAGES
         assert (row["lost"], row["duplicated"]) == ("0", "0")
         seen, limit = (int(x) for x in row["max req/s seen vs limit"].split(" / "))
         assert 0 < seen <= limit

@@ -249,11 +249,11 @@ def test_cannot_tell_leaves_it_sent_without_id_and_never_resends(
 def test_cannot_tell_within_a_copy_window_is_resent_once_past_it_never(
     store: None, monkeypatch: pytest.MonkeyPatch, claimed_ago: float, resent: bool
 ) -> None:
-    """SMSClub refuses a copy for 2 minutes: a given-up claim settled 65 s after its
-    claim (the sweep's first look, after LOOKUP_RETRY_SECONDS) is queued again (a copy the gateway has comes back 453, one it never
-    got is sent), with the claim as its first possible send; 100 s after, too little
-    of the window is left (less the 10 s timeout, the margin and the queue's slack),
-    so it stays `sent` without an id."""
+    """SMSClub refuses a copy for 2 minutes. A given-up claim settled 65 s after it
+    (the sweep's first look, after LOOKUP_RETRY_SECONDS) is queued again, with the
+    claim as its first possible send: a copy the gateway has comes back 453, one it
+    never got is sent. 100 s after, too little of the window is left (less the 10 s
+    timeout, the margin and the queue's slack): it stays `sent` without an id."""
     use(monkeypatch, LookupResult("unknown", detail="smsclub offers no lookup"), window=120.0)
     # A claim given up (the worker's answer was lost), as a dead worker's would be.
     mid = stuck_row(claimed_seconds_ago=claimed_ago, provider="smsclub", claimed_by="released")
