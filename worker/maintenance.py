@@ -28,6 +28,7 @@ from worker.transitions import move
 log = logging.getLogger("smsq.maintenance")
 
 POLL_LEASE_SECONDS = 120.0  # a leased poll not done by then is picked again
+GIVE_BACK_SECONDS = 5.0  # a lease whose task could not be published is due again then
 TICK_LIMIT = 5000  # rows per kind per tick, so one tick stays short
 
 
@@ -124,10 +125,12 @@ def _queue_due_sends(queue_send: SendQueue) -> int:
     for (provider, _t, _s), ids in groups.items():
         size = LIMITS[provider].max_batch
         for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
             try:
-                queue_send(ids[start : start + size])
-            except Exception:  # broker down: the rows stay queued; lease expires, try again
-                log.warning("could not queue %d due send(s)", len(ids), exc_info=True)
+                queue_send(chunk)
+            except Exception:  # broker down: the rows stay queued, due again shortly
+                log.warning("could not queue %d due send(s)", len(chunk), exc_info=True)
+                _give_back(chunk, "next_attempt_at", later)
     return len(leased)
 
 
@@ -140,11 +143,33 @@ def _queue_due_polls(queue_poll: PollQueue) -> int:
     for provider, ids in by_provider.items():
         size = max(LIMITS[provider].max_status_batch, 20)
         for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
             try:
-                queue_poll(provider, ids[start : start + size])
-            except Exception:
+                queue_poll(provider, chunk)
+            except Exception:  # broker down: asked again shortly, not after the lease
                 log.warning("could not queue polls for %s", provider, exc_info=True)
+                _give_back(chunk, "next_poll_at", lease)
     return len(leased)
+
+
+def _give_back(ids: list[str], column: str, until: datetime) -> None:
+    """Leased rows whose task could not be published (the broker down) are due again
+    in GIVE_BACK_SECONDS rather than when the lease ends (up to minutes later). Only
+    rows still holding this lease; best effort (the lease is the fallback)."""
+    due = utcnow() + timedelta(seconds=GIVE_BACK_SECONDS)
+    try:
+        with db.session() as s:
+            s.execute(
+                update(Message)
+                .where(
+                    Message.id.in_(ids),  # type: ignore[union-attr]
+                    getattr(Message, column) == until,
+                )
+                .values({column: due})
+            )
+            s.commit()
+    except Exception:
+        log.warning("could not give back %d lease(s)", len(ids), exc_info=True)
 
 
 def _settle_stuck_sending() -> int:

@@ -169,3 +169,36 @@ def test_failed_polls_give_up_two_days_after_the_send(gateway: StatusGateway) ->
 )
 def test_failed_poll_backoff_doubles_to_its_cap(failures: int, delay: float) -> None:
     assert polling.failed_poll_delay(failures) == delay
+
+
+def test_polls_the_broker_would_not_take_are_due_again_soon_not_after_the_lease(
+    gateway: StatusGateway,
+) -> None:
+    """The tick leases due polls for POLL_LEASE_SECONDS (120 s); when publishing the
+    poll task fails (Redis down), the lease is given back: due again in 5 s."""
+    from worker import maintenance
+
+    mid = sent_row()
+
+    def broker_down(provider: str, ids: list[str]) -> None:
+        raise ConnectionError("Redis went away")
+
+    before = utcnow()
+    maintenance._queue_due_polls(broker_down)
+    with db.session() as s:
+        row = s.get(Message, mid)
+    assert row is not None and row.next_poll_at is not None
+    due_in = (row.next_poll_at - before).total_seconds()
+    assert maintenance.GIVE_BACK_SECONDS - 1 <= due_in <= maintenance.GIVE_BACK_SECONDS + 1
+
+    queued: list[tuple[str, list[str]]] = []
+    maintenance._queue_due_polls(lambda p, ids: queued.append((p, ids)))  # not due yet
+    assert queued == []
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        row.next_poll_at = utcnow()
+        s.add(row)
+        s.commit()
+    maintenance._queue_due_polls(lambda p, ids: queued.append((p, ids)))
+    assert queued == [("smsclub", [mid])]
