@@ -637,7 +637,8 @@ def main() -> int:
     runs: list[Run] = []
     for store in stores:
         runs += run_suite(store, args.messages, args.only)
-        print_table(runs)  # so far: kept even if a later stack breaks
+        if store != stores[-1]:
+            print_table(runs)  # so far: kept even if a later stack breaks
     total = time.monotonic() - began
     print()
     print("$ " + shlex.join(["python", "bench/faults.py", *sys.argv[1:]]))
