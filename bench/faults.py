@@ -118,6 +118,7 @@ class Run:
     started: float = 0.0
     ended: float = 0.0
     notes: list[str] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)  # processes that exited, with log tails
     row: dict[str, object] = field(default_factory=dict)
 
 
@@ -194,14 +195,26 @@ class Suite:
                         found.append((since, answer))
         return found
 
+    def revive(self, run: Run) -> None:
+        """Restart any process that exited (as a supervisor would); note it, with the end
+        of its log (printed after the table) to show why."""
+        logs = self.stack.data_dir / "logs"
+        tails = {
+            name: (logs / f"{name}.log").read_text(errors="replace")[-1500:]
+            for name, proc in self.stack.processes.items()
+            if proc.poll() is not None
+        }
+        for name, code in self.stack.revive().items():
+            run.notes.append(f"{name} exited ({code}) and was restarted (Stack.revive)")
+            run.exits.append(f"{run.store}, {run.name}: {name} exited ({code}):\n{tails[name]}")
+
     def wait_final(self, run: Run, revive: bool = False) -> None:
         """Until every row is final, or `sent` with no poll due (nothing left to ask)."""
         terminal = {s.value for s in TERMINAL}
         deadline = time.monotonic() + WAIT_LIMIT
         while time.monotonic() < deadline:
             if revive:
-                for name, code in self.stack.revive().items():
-                    run.notes.append(f"{name} exited ({code}) and was restarted")
+                self.revive(run)
             rows = self.rows(run)
             open_rows = [
                 r
@@ -358,8 +371,7 @@ class Suite:
         run.notes.append(
             f"Redis down {time.monotonic() - down:.1f}s; {during} send_sms during the outage"
         )
-        for name, code in self.stack.revive().items():
-            run.notes.append(f"{name} exited ({code}) and was restarted (Stack.revive)")
+        self.revive(run)
         self.wait_final(run, revive=True)
         return run
 
@@ -655,6 +667,9 @@ def main() -> int:
     for i, run in enumerate(runs, 1):
         for note in run.notes:
             print(f"{i}. {run.store}, {run.name}: {note}")
+    for run in runs:
+        for text_ in run.exits:
+            print(f"\n-- {text_}")
     print(f"\ntotal run time {total:.0f} s")
     bad = sum(int(r.row["lost"]) + int(r.row["duplicated"]) for r in runs)  # type: ignore[call-overload]
     return 1 if bad else 0

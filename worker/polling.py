@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlmodel import select
 
@@ -19,7 +20,7 @@ from producer import db
 from producer.models import Message, utcnow
 from producer.settings import get_settings, provider_settings
 from producer.status import Status, is_terminal
-from worker import metrics
+from worker import metrics, store_retry
 from worker.adapters import get_adapter
 from worker.providers.base import PermanentProviderError, RetryableProviderError, StatusReport
 from worker.reports import apply_report
@@ -29,6 +30,7 @@ log = logging.getLogger("smsq.polling")
 
 POLL_RETRY_CAP = 600.0  # seconds between polls that keep failing
 POLL_GIVE_UP = timedelta(hours=48)  # failed polls stop this long after the send
+POLL_STORE_RETRY_SECONDS = 60.0  # a poll waits this long for the store to come back
 
 
 def first_poll_at(provider: str, sent_at: datetime) -> datetime | None:
@@ -48,18 +50,11 @@ def first_poll_at(provider: str, sent_at: datetime) -> datetime | None:
 
 
 def poll_messages(provider: str, ids: Sequence[str]) -> int:
-    """Poll the status of `ids`; return how many changed status."""
-    with db.session() as s:
-        rows = list(
-            s.exec(
-                select(Message).where(
-                    Message.id.in_(list(ids)),  # type: ignore[union-attr]
-                    Message.provider == provider,
-                    Message.status == Status.SENT.value,
-                    Message.provider_message_id.is_not(None),  # type: ignore[union-attr]
-                )
-            )
-        )
+    """Poll the status of `ids`; return how many changed status. The store being down a
+    while delays the poll rather than dropping it (its lease would hold it 2 minutes)."""
+    rows = store_retry.durably(
+        "reading rows to poll", partial(_pollable, provider, ids), POLL_STORE_RETRY_SECONDS
+    )
     if not rows:
         return 0
     adapter = get_adapter(provider)
@@ -74,7 +69,23 @@ def poll_messages(provider: str, ids: Sequence[str]) -> int:
         except (RetryableProviderError, PermanentProviderError) as exc:
             log.warning("status poll via %s failed: %s", provider, exc)
             failed.update({r.id: str(exc) for r in chunk})
-    return _apply(rows, reports, failed)
+    return store_retry.durably(
+        "storing poll results", partial(_apply, rows, reports, failed), POLL_STORE_RETRY_SECONDS
+    )
+
+
+def _pollable(provider: str, ids: Sequence[str]) -> list[Message]:
+    with db.session() as s:
+        return list(
+            s.exec(
+                select(Message).where(
+                    Message.id.in_(list(ids)),  # type: ignore[union-attr]
+                    Message.provider == provider,
+                    Message.status == Status.SENT.value,
+                    Message.provider_message_id.is_not(None),  # type: ignore[union-attr]
+                )
+            )
+        )
 
 
 def failed_poll_delay(failures: int) -> float:

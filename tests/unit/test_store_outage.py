@@ -314,3 +314,31 @@ def test_the_producer_works_again_once_the_store_is_back(
     assert published == [[mid]]
     status = get_status(mid)
     assert status is not None and status.status == "queued"
+
+
+def test_a_poll_answer_that_meets_a_stopped_store_is_stored_once_it_is_back(
+    pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not dropped to wait out its 2-minute lease: the poll keeps the gateway's
+    answer until the store is back, 2 s later."""
+    from worker import polling
+    from worker.providers.base import StatusReport
+
+    class StatusGateway:
+        max_status_batch = 10
+
+        def fetch_status(self, ids: Sequence[str]) -> list[StatusReport]:
+            pg.down()
+            threading.Timer(2.0, pg.up).start()
+            return [StatusReport(i, Status.DELIVERED, "DELIVRD") for i in ids]
+
+    monkeypatch.setattr(polling, "get_adapter", lambda name: StatusGateway())
+    [mid] = add_rows(1)
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        row.status, row.provider_message_id = Status.SENT.value, "gw-1"
+        s.add(row)
+        s.commit()
+    assert polling.poll_messages("keccel", [mid]) == 1
+    assert [r.status for r in rows_of([mid])] == ["delivered"]
