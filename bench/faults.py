@@ -304,20 +304,28 @@ class Suite:
         run.started = time.time()
         return run
 
-    # -- the faults -------------------------------------------------------
-    def worker_sigkill(self) -> Run:
-        run = self.start("worker SIGKILL mid-batch", "kingsms")
-        sim = self.sims["kingsms"]
-        self.send(run, self.n)
-        self.wait_requests(run, self.n // 3)
+    def hold_every_thread(self, run: Run, *then: Fault) -> tuple[int, int]:
+        """The next request of every worker thread held 3 s by the gateway (taken at
+        once, answered late), then the faults `then`; once all are held: (threads,
+        rows of the run in `sending`)."""
+        sim = self.sims[run.provider]
         threads = WORKERS * CONCURRENCY
         hang = Fault(delay=3.0, passthrough=True, times=threads)
         sim.add_fault(hang)
+        for fault in then:
+            sim.add_fault(fault)
         deadline = time.monotonic() + 10
         while any(f is hang for f in sim.faults) and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.3)
-        sending = Counter(r.status for r in self.rows(run))[Status.SENDING.value]
+        return threads, Counter(r.status for r in self.rows(run))[Status.SENDING.value]
+
+    # -- the faults -------------------------------------------------------
+    def worker_sigkill(self) -> Run:
+        run = self.start("worker SIGKILL mid-batch", "kingsms")
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 3)
+        threads, sending = self.hold_every_thread(run)
         self.stack.kill("w1")
         self.stack.restart("w1")
         run.notes.append(
@@ -333,18 +341,9 @@ class Suite:
         The killed worker's sends have no lookup at SMSClub: beat resends them while
         SMSClub still refuses a copy (453), so none is lost and none doubled."""
         run = self.start("503 storm + SIGKILL + Redis restart", "smsclub")
-        sim = self.sims["smsclub"]
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
-        threads = WORKERS * CONCURRENCY
-        hang = Fault(delay=3.0, passthrough=True, times=threads)
-        sim.add_fault(hang)
-        sim.add_fault(Fault(status=503, times=50))
-        deadline = time.monotonic() + 10
-        while any(f is hang for f in sim.faults) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
-        sending = Counter(r.status for r in self.rows(run))[Status.SENDING.value]
+        threads, sending = self.hold_every_thread(run, Fault(status=503, times=50))
         self.stack.kill("w1")
         self.stack.stop_redis()
         down = time.monotonic()
