@@ -113,6 +113,7 @@ class Run:
     name: str
     provider: str
     store: str = "sqlite"
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])  # in every text of the run
     ids: list[str] = field(default_factory=list)
     texts: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (to, text)
     started: float = 0.0
@@ -135,10 +136,8 @@ class Suite:
     # -- helpers ---------------------------------------------------------
     def number_and_text(self, run: Run, i: int) -> tuple[str, str]:
         """Message `i` of the run: its own number and text (matched in the gateway's book)."""
-        if not hasattr(run, "tag"):
-            run.tag = f"{run.name.split()[0]} {uuid.uuid4().hex[:6]}"  # type: ignore[attr-defined]
         to = NUMBERS[run.provider](self.batch * 100_000 + i)
-        return to, f"fault {run.tag} #{i}"  # type: ignore[attr-defined]
+        return to, f"fault {run.name.split()[0]} {run.tag} #{i}"
 
     def send(self, run: Run, count: int, offset: int = 0) -> None:
         for i in range(offset, offset + count):

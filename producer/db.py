@@ -99,6 +99,12 @@ def migrate(engine: Engine, url: str) -> None:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def error_name(exc: BaseException) -> str:
+    """The driver's error class (psycopg's, sqlite3's) behind a SQLAlchemy error: what
+    a message may say of a store error without its SQL, parameters or URL."""
+    return type(getattr(exc, "orig", None) or exc).__name__
+
+
 def store_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the store could not be used just now (server down or
     restarting, connection dropped, SQLite locked past its busy timeout, a deadlock
@@ -121,8 +127,7 @@ def reachable(what: str) -> Iterator[None]:
         if not store_unavailable(exc):
             raise
         raise StoreUnavailable(
-            f"message store unavailable ({type(getattr(exc, 'orig', None) or exc).__name__}): "
-            f"{what}; try again"
+            f"message store unavailable ({error_name(exc)}): {what}; try again"
         ) from exc
 
 

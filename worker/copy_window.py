@@ -22,7 +22,7 @@ MARGIN_SECONDS = 5.0
 def refused_until(adapter: ProviderAdapter, provider: str, first: datetime) -> datetime | None:
     """Until when a resend of what was first requested at `first` is refused as a copy;
     None when the gateway refuses no copies (no window: never safe)."""
-    window = getattr(adapter, "duplicate_window_seconds", None)
+    window = adapter.duplicate_window_seconds
     if not window:
         return None
     margin = provider_settings(provider).timeout_seconds + MARGIN_SECONDS

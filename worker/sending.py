@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -697,9 +696,9 @@ def _retry_later(
             retry_ids.append(row.id)
             delay_used = delay
         s.commit()
-    kind = "throttled" if exc.throttled else "error"
-    for provider, count in Counter(r.provider for r in rows if r.id in retry_ids).items():
-        metrics.RETRIES.labels(provider, kind).inc(count)
+    if retry_ids:  # a batch is one provider's
+        kind = "throttled" if exc.throttled else "error"
+        metrics.RETRIES.labels(rows[0].provider, kind).inc(len(retry_ids))
     if retry_ids and delay_used is not None and delay_used <= MAX_COUNTDOWN:
         requeue(retry_ids, delay_used)
     return delay_used

@@ -29,6 +29,19 @@ CREDENTIAL_ENV = {
 SANDBOX_SENDERS = {"keccel": "SMSQ", "smsclub": "SMSQ", "kingsms": "SMSQ", "sms1601": "SMSQ"}
 
 
+def reset_process_state() -> None:
+    """This process's cached settings, broker URL, publisher and store engine follow
+    the environment again (a new stack, or a test that changed SMSQ_*)."""
+    from producer import db
+    from producer.enqueue import reset_publisher
+    from producer.queues import broker_url
+
+    reload_settings()
+    broker_url.cache_clear()
+    reset_publisher()
+    db.reset_engine()
+
+
 def sandbox_env(sandbox_url: str, providers: list[str] | None = None) -> dict[str, str]:
     """SMSQ_* variables pointing `providers` at a sandbox with its credentials."""
     env: dict[str, str] = {}
@@ -105,16 +118,9 @@ class Stack:
         }
         os.environ.update(env)
         self.env = {**os.environ}
-        # This process's cached settings, broker URL, publisher and engine follow the
-        # new environment (a second stack in one process gets its own Redis and store).
+        reset_process_state()  # a second stack in one process gets its own Redis and store
         from producer import db
-        from producer.enqueue import reset_publisher
-        from producer.queues import broker_url
 
-        reload_settings()
-        broker_url.cache_clear()
-        reset_publisher()
-        db.reset_engine()
         db.get_engine()  # schema up to date before any process starts
         for name in self.worker_names:
             self._spawn(name, self.worker_command("smsq" if name == "worker" else name))

@@ -5,9 +5,10 @@ error) lives only in the worker's memory until it is committed. If the store is
 down at that moment (PostgreSQL restarting or failing over, a dropped
 connection, SQLite locked past its busy timeout), giving up would leave the
 rows `sending` and turn a sent message into an uncertain one. So such writes
-are tried again with backoff for up to STORE_RETRY_SECONDS, which stays well
-under the task's soft time limit (240 s). Each try runs the whole write again in
-a new session: a failed try committed nothing.
+are tried again with backoff for up to STORE_RETRY_SECONDS. That is under the
+configured soft time limit (240 s), though the threads pool the worker runs
+enforces no time limit. Each try runs the whole write again in a new session:
+a failed try committed nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def durably(
             log.warning(
                 "store unavailable while %s (%s); try %d again in %.2fs",
                 what,
-                type(getattr(exc, "orig", None) or exc).__name__,
+                db.error_name(exc),
                 tries + 1,
                 delay,
             )

@@ -17,13 +17,10 @@ from typing import Any
 
 import pytest
 
-from producer import db, get_status
-from producer.enqueue import reset_publisher
-from producer.queues import broker_url
-from producer.settings import reload_settings
+from producer import get_status
 from producer.status import Status
 from worker.sandbox.base import ProviderSim
-from worker.stack import Stack
+from worker.stack import Stack, reset_process_state
 
 TEST_ENV = {
     "SMSQ_POLL_SCHEDULE": "0.3,0.3,0.5,1,1,2,5",
@@ -45,13 +42,6 @@ TEST_ENV = {
 }
 
 
-def _reset_process_state() -> None:
-    reload_settings()
-    broker_url.cache_clear()
-    reset_publisher()
-    db.reset_engine()
-
-
 @contextmanager
 def running_stack(data_dir: Path, **options: Any) -> Iterator[Stack]:
     """A Stack started in a clean SMSQ_* environment, stopped and the environment
@@ -60,7 +50,7 @@ def running_stack(data_dir: Path, **options: Any) -> Iterator[Stack]:
     for key in list(os.environ):
         if key.startswith("SMSQ_"):
             del os.environ[key]
-    _reset_process_state()
+    reset_process_state()
     running = Stack(data_dir=data_dir, **options)
     try:
         running.start()
@@ -69,7 +59,7 @@ def running_stack(data_dir: Path, **options: Any) -> Iterator[Stack]:
         running.stop()
         os.environ.clear()
         os.environ.update(saved)
-        _reset_process_state()
+        reset_process_state()
 
 
 @pytest.fixture(scope="package")

@@ -80,11 +80,11 @@ def test_durably_gives_up_after_its_budget() -> None:
         calls.append(1)
         raise outage()
 
-    began = time.monotonic()
     with pytest.raises(OperationalError):
         store_retry.durably("test", write, budget=1.0)
-    assert len(calls) >= 2  # tried again within the budget
-    assert time.monotonic() - began < 3.0
+    # Tried at 0, 0.25 and 0.75 s; the next wait (1 s) would pass the budget: raised.
+    # Fewer tries only if the machine stalled between them.
+    assert 2 <= len(calls) <= 3
 
 
 # ---------------------------------------------------------------- the edge
