@@ -44,6 +44,9 @@ class Message(SQLModel, table=True):
     claimed_at: datetime | None = None
     # The claiming worker process (`worker.liveness`): its rows settle soon after it dies.
     claimed_by: str | None = Field(default=None, max_length=100)
+    # The claim itself (one per send task): a claim whose commit answer was lost takes
+    # its own rows up again by it, and no other claim's rows.
+    claim_token: str | None = Field(default=None, max_length=32)
     # When a request carrying this message first went out and its answer was lost (the
     # gateway may have it): a resend that counts on the gateway refusing copies within
     # its window (SMSClub: 2 min) is only made while that window, from here, lasts.

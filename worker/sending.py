@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,7 +65,8 @@ log = logging.getLogger("smsq.sending")
 # Waits for a rate-limit slot up to this long happen in the task; longer ones re-queue.
 MAX_RATE_WAIT = 1.0
 
-Requeue = Callable[[list[str], float], None]
+# requeue(ids, countdown[, claim_token]): queue a later send task for `ids`.
+Requeue = Callable[..., None]
 # The claim is tried again for this long while the store is down; then the task is
 # queued again after CLAIM_REQUEUE_SECONDS (the rows stay `queued`, nothing is lost).
 CLAIM_RETRY_SECONDS = 30.0
@@ -122,13 +124,27 @@ def _outgoing(row: Message) -> OutgoingMessage:
     )
 
 
-def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
-    """Send the messages `ids` (one provider); `requeue(ids, countdown)` queues a later try."""
+def send_messages(
+    ids: Sequence[str], requeue: Requeue, claim_token: str | None = None
+) -> SendOutcome:
+    """Send the messages `ids` (one provider); `requeue(ids, countdown)` queues a later try.
+
+    `claim_token`: the claim of an earlier task whose claim may have committed unheard
+    (the store failed at that moment); its rows are taken up again under it.
+    """
     outcome = SendOutcome()
+    token = claim_token or uuid.uuid4().hex
+    tries = [0]
+
+    def claim() -> list[Message]:
+        tries[0] += 1
+        # A try after the first, or a task queued again by a claim that gave up, may
+        # find its own rows already `sending`: the earlier commit landed unheard.
+        retake = claim_token is not None or tries[0] > 1
+        return _claim(list(dict.fromkeys(ids)), token, retake)
+
     try:
-        rows = store_retry.durably(
-            "claiming messages", lambda: _claim(list(dict.fromkeys(ids))), CLAIM_RETRY_SECONDS
-        )
+        rows = store_retry.durably("claiming messages", claim, CLAIM_RETRY_SECONDS)
     except Exception as exc:
         if not db.store_unavailable(exc):
             raise
@@ -137,7 +153,7 @@ def send_messages(ids: Sequence[str], requeue: Requeue) -> SendOutcome:
             len(ids),
             CLAIM_REQUEUE_SECONDS,
         )
-        requeue(list(ids), CLAIM_REQUEUE_SECONDS)
+        requeue(list(ids), CLAIM_REQUEUE_SECONDS, token)
         outcome.retry_in = CLAIM_REQUEUE_SECONDS
         return outcome
     if not rows:
@@ -172,14 +188,19 @@ def _transient(exc: BaseException) -> bool:
     return db.store_unavailable(exc) or isinstance(exc, redis.RedisError | ConnectionError)
 
 
-def _claim(ids: list[str]) -> list[Message]:
-    """`queued -> sending` for those of `ids` no other task has; the claimed rows."""
+def _claim(ids: list[str], token: str, retake: bool) -> list[Message]:
+    """`queued -> sending` under `token` for those of `ids` no other claim has; the
+    claimed rows, read before the commit, so that whatever fails after it, the rows
+    are known, and a retry (`retake`) finds the ones it already holds."""
     with db.session() as s:
-        claimed = claim_many(s, ids, utcnow())
+        claimed = claim_many(s, ids, utcnow(), token, retake=retake)
+        rows = (
+            list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+            if claimed
+            else []
+        )
         s.commit()
-        if not claimed:
-            return []
-        return list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+        return rows
 
 
 def _unclaim(rows: list[Message]) -> None:
@@ -188,12 +209,13 @@ def _unclaim(rows: list[Message]) -> None:
     sweep to queue again, instead of being settled as uncertain sends."""
     now = utcnow()
     retry_at = now + timedelta(seconds=get_settings().sweep_after_seconds)
+    tokens = {r.id: r.claim_token for r in rows}
 
     def write() -> None:
         with db.session() as s:
             for row in load_rows(s, [r.id for r in rows]):
-                if row.status != Status.SENDING.value or row.claimed_by != liveness.process_id():
-                    continue
+                if row.status != Status.SENDING.value or row.claim_token != tokens.get(row.id):
+                    continue  # no longer this claim's
                 move(
                     s,
                     row,
@@ -236,6 +258,7 @@ def _release_claims(rows: list[Message]) -> None:
                     Message.id.in_([r.id for r in rows]),  # type: ignore[union-attr]
                     Message.status == Status.SENDING.value,
                     Message.claimed_by == liveness.process_id(),
+                    Message.claim_token == rows[0].claim_token,  # one claim per task
                 )
                 .values(claimed_by=liveness.RELEASED)
             )

@@ -18,16 +18,19 @@ from worker.celery_app import app
 log = logging.getLogger("smsq.tasks")
 
 
-def _requeue(ids: list[str], countdown: float) -> None:
-    send.apply_async(args=[ids], countdown=min(max(countdown, 0.0), MAX_COUNTDOWN))
+def _requeue(ids: list[str], countdown: float, claim_token: str | None = None) -> None:
+    """Queue `ids` again; `claim_token` (not a secret: it names a claim) when the claim
+    gave up not knowing whether it committed, so the next task can take its rows up."""
+    kwargs = {"claim_token": claim_token} if claim_token else {}
+    send.apply_async(args=[ids], kwargs=kwargs, countdown=min(max(countdown, 0.0), MAX_COUNTDOWN))
 
 
 @app.task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def send(ids: list[str]) -> dict[str, object]:
+def send(ids: list[str], claim_token: str | None = None) -> dict[str, object]:
     """Send messages by id (one provider batch). Redelivery is harmless: rows are claimed."""
     from worker.sending import send_messages
 
-    outcome = send_messages(ids, _requeue)
+    outcome = send_messages(ids, _requeue, claim_token=claim_token)
     return outcome.__dict__
 
 

@@ -282,11 +282,39 @@ def _move_group(
     return len(done)
 
 
-def claim_many(s: Session, ids: list[str], now: datetime) -> list[str]:
-    """`queued -> sending` for the rows of `ids` still queued, in one UPDATE; the ids
-    claimed (a row another task has is left out). See `claim`."""
+def claim_many(
+    s: Session, ids: list[str], now: datetime, token: str | None = None, *, retake: bool = False
+) -> list[str]:
+    """`queued -> sending` for the rows of `ids` still queued, in one UPDATE, under the
+    claim `token`; the ids claimed (a row another task has is left out). See `claim`.
+
+    `retake`: also the rows already `sending` under `token`, when an earlier try of this
+    claim may have committed without the worker hearing so (the store failed between
+    the commit and its answer); they are not counted or recorded a second time.
+    """
     if not ids:
         return []
+    taken_again = _own_claims(s, ids, token) if retake and token else []
+    wanted = [i for i in ids if i not in set(taken_again)]
+    claimed = _claim_queued(s, wanted, now, token) if wanted else set()
+    return [i for i in ids if i in claimed or i in taken_again]
+
+
+def _own_claims(s: Session, ids: list[str], token: str) -> list[str]:
+    return list(
+        s.connection()
+        .execute(
+            select(Message.id).where(
+                Message.id.in_(ids),  # type: ignore[union-attr]
+                Message.status == Status.SENDING.value,
+                Message.claim_token == token,
+            )
+        )
+        .scalars()
+    )
+
+
+def _claim_queued(s: Session, ids: list[str], now: datetime, token: str | None) -> set[str]:
     claimer = liveness.ensure_heartbeat()
     if s.get_bind().dialect.name == "postgresql":
         # Row locks first, in id order: one UPDATE locks its rows in the order its plan
@@ -310,6 +338,7 @@ def claim_many(s: Session, ids: list[str], now: datetime) -> list[str]:
                 status=Status.SENDING.value,
                 claimed_at=now,
                 claimed_by=claimer,
+                claim_token=token,
                 updated_at=now,
                 attempts=Message.attempts + 1,
             )
@@ -328,7 +357,7 @@ def claim_many(s: Session, ids: list[str], now: datetime) -> list[str]:
                 new=Status.SENDING.value,
                 note="claimed for sending",
             )
-    return [i for i in ids if i in claimed]
+    return claimed
 
 
 def claim(s: Session, message_id: str, now: datetime) -> bool:

@@ -397,7 +397,7 @@ def test_workers_racing_for_the_same_rows_send_each_exactly_once(
         claimed = 0
         for start in range(0, len(mine), 15):
             outcome = sending.send_messages(
-                mine[start : start + 15], lambda r, c: requeued.append(r)
+                mine[start : start + 15], lambda r, c, _t=None: requeued.append(r)
             )
             claimed += outcome.claimed
         return claimed

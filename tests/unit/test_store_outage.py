@@ -290,7 +290,7 @@ def test_a_claim_on_a_stopped_store_queues_the_task_again(
     ids = add_rows(2)
     requeued: list[tuple[list[str], float]] = []
     pg.down()
-    outcome = sending.send_messages(ids, lambda r, c: requeued.append((list(r), c)))
+    outcome = sending.send_messages(ids, lambda r, c, _t=None: requeued.append((list(r), c)))
     pg.up()
     assert requeued == [(ids, sending.CLAIM_REQUEUE_SECONDS)]
     assert outcome.claimed == 0 and gateway.sent == Counter()
@@ -342,3 +342,149 @@ def test_a_poll_answer_that_meets_a_stopped_store_is_stored_once_it_is_back(
         s.commit()
     assert polling.poll_messages("keccel", [mid]) == 1
     assert [r.status for r in rows_of([mid])] == ["delivered"]
+
+
+# ---------------------------------------------------------------- the store failing after the claim
+
+
+class ClaimCommitAnswerLost:
+    """After each of the first `times` commits that follow a claim, the store's answer
+    is lost: the commit landed on the server, the worker sees an outage. The same as
+    the store failing between the claim and the gateway request."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+        from sqlalchemy import event
+        from sqlmodel import Session
+
+        from worker import transitions
+
+        self.left = times
+        self.armed = False
+        real_claim_many = transitions.claim_many
+
+        def claim_many(*args: object, **kwargs: object) -> list[str]:
+            self.armed = True
+            return real_claim_many(*args, **kwargs)  # type: ignore[arg-type]
+
+        def after_commit(_session: object) -> None:
+            if self.armed and self.left > 0:
+                self.armed = False
+                self.left -= 1
+                raise outage()
+
+        monkeypatch.setattr(sending, "claim_many", claim_many)
+        event.listen(Session, "after_commit", after_commit)
+        self._remove = lambda: event.remove(Session, "after_commit", after_commit)
+
+
+@pytest.fixture
+def claim_answer_lost(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[ClaimCommitAnswerLost]]:
+    made: list[ClaimCommitAnswerLost] = []
+
+    def make(times: int) -> ClaimCommitAnswerLost:
+        made.append(ClaimCommitAnswerLost(monkeypatch, times))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for hook in made:
+        hook._remove()
+
+
+def test_a_claim_whose_commit_answer_is_lost_is_still_sent_once(
+    sqlite_store: None, monkeypatch: pytest.MonkeyPatch, claim_answer_lost: object
+) -> None:
+    """The bug of issue 18 point 0: the retried claim found its own rows already
+    `sending` and claimed nothing, so they stayed claimed by a live worker, never
+    requested, until beat settled them 330 s later as sent without an id."""
+    claim_answer_lost(1)  # type: ignore[operator]
+    gateway = CountingGateway()
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+    ids = add_rows(3)
+    outcome = sending.send_messages(ids, lambda r, c: None)
+    assert gateway.sent == Counter({i: 1 for i in ids})
+    assert outcome.claimed == 3 and outcome.sent == 3
+    rows = rows_of(ids)
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+    assert all(r.provider_message_id == f"gw-{r.id}" for r in rows)
+
+
+def test_a_claim_lost_for_longer_than_the_retry_is_taken_up_by_the_queued_again_task(
+    sqlite_store: None, monkeypatch: pytest.MonkeyPatch, claim_answer_lost: object
+) -> None:
+    """Every try's commit lands and every answer is lost until the claim gives up and
+    queues the task again: that task still sends each message, once."""
+    hook = claim_answer_lost(1000)  # type: ignore[operator]
+    monkeypatch.setattr(sending, "CLAIM_RETRY_SECONDS", 1.0)
+    gateway = CountingGateway()
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+    ids = add_rows(2)
+    requeued: list[tuple[list[str], float, str | None]] = []
+
+    def requeue(r: list[str], c: float, token: str | None = None) -> None:
+        requeued.append((list(r), c, token))
+
+    first = sending.send_messages(ids, requeue)
+    assert first.claimed == 0 and gateway.sent == Counter()
+    assert [(r, c) for r, c, _t in requeued] == [(ids, sending.CLAIM_REQUEUE_SECONDS)]
+    hook.left = 0  # the store answers again
+    [(again_ids, _c, token)] = requeued
+    again = sending.send_messages(again_ids, lambda r, c, t=None: None, claim_token=token)
+    assert again.sent == 2 and gateway.sent == Counter({i: 1 for i in ids})
+    assert {(r.status, r.attempts) for r in rows_of(ids)} == {("sent", 1)}
+
+
+def test_a_claim_token_does_not_take_rows_another_claim_holds(sqlite_store: None) -> None:
+    """A token only re-takes the rows claimed under it: a second task with another
+    token finds a `sending` row taken and leaves it (fencing)."""
+    from worker.transitions import claim_many
+
+    ids = add_rows(2)
+    with db.session() as s:
+        assert claim_many(s, ids, sending.utcnow(), "token-a") == ids
+        s.commit()
+    with db.session() as s:
+        assert claim_many(s, ids, sending.utcnow(), "token-b", retake=True) == []
+        assert claim_many(s, ids, sending.utcnow(), "token-a") == []  # not without retake
+        assert claim_many(s, ids, sending.utcnow(), "token-a", retake=True) == ids
+        s.commit()
+    assert {(r.status, r.attempts, r.claim_token) for r in rows_of(ids)} == {
+        ("sending", 1, "token-a")
+    }
+
+
+def test_the_store_stopping_between_the_claim_and_the_request_loses_nothing(
+    pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault suite's "store unreachable" case, reduced: PostgreSQL stops just
+    after the claim commits and starts again 2 s later; every message is sent once."""
+    from sqlalchemy import event
+    from sqlmodel import Session
+
+    from worker import transitions
+
+    real_claim_many = transitions.claim_many
+    state = {"armed": False, "done": False}
+
+    def claim_many(*args: object, **kwargs: object) -> list[str]:
+        state["armed"] = True
+        return real_claim_many(*args, **kwargs)  # type: ignore[arg-type]
+
+    def after_commit(_session: object) -> None:
+        if state["armed"] and not state["done"]:
+            state["done"] = True
+            pg.down()
+            threading.Timer(2.0, pg.up).start()
+
+    monkeypatch.setattr(sending, "claim_many", claim_many)
+    event.listen(Session, "after_commit", after_commit)
+    try:
+        gateway = CountingGateway()
+        monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+        ids = add_rows(3)
+        outcome = sending.send_messages(ids, lambda r, c, t=None: None)
+    finally:
+        event.remove(Session, "after_commit", after_commit)
+    assert state["done"]
+    assert gateway.sent == Counter({i: 1 for i in ids})
+    assert outcome.sent == 3
+    assert {(r.status, r.attempts) for r in rows_of(ids)} == {("sent", 1)}
