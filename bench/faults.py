@@ -72,8 +72,8 @@ from producer.status import TERMINAL, Status
 from tests.pg import EmbeddedPostgres
 from tests.pg import available as postgres_available
 from tests.pg import start as start_postgres
-from worker.sandbox.base import Fault, ProviderSim, max_in_window
-from worker.stack import Stack
+from worker.gateways.sandbox.base import Fault, ProviderSim, max_in_window
+from worker.ops.stack import Stack
 
 RATE = 40
 STORE_DOWN_SECONDS = 10.0
@@ -481,7 +481,7 @@ class Suite:
         return run
 
     def worker_store_retries(self) -> str:
-        """How often the workers' logs say they waited for the store (worker.store_retry)."""
+        """How often the workers' logs say they waited for the store (worker.store.retry)."""
         logs = self.stack.data_dir / "logs"
         lines = [
             line
@@ -501,7 +501,7 @@ class Suite:
         keeps trying a push (5 tries over about 15 s), so some pushes are given up and
         only the polls of `both` mode (after SMSQ_PUSH_GRACE_SECONDS) bring those
         messages to their final status."""
-        from worker.callbacks import callback_url
+        from worker.tracking.callback_urls import callback_url
 
         run = self.start("web down while gateway pushes", "keccel")
         sim = self.sims["keccel"]

@@ -34,8 +34,8 @@ from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
 from producer.queues import SEND_QUEUE, broker_url
-from worker.sandbox.base import ProviderSim, max_in_window
-from worker.stack import Stack
+from worker.gateways.sandbox.base import ProviderSim, max_in_window
+from worker.ops.stack import Stack
 
 RATE = 9
 SENT_OR_LATER = ("sent", "delivered", "undelivered", "expired")

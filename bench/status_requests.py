@@ -27,7 +27,7 @@ from sqlmodel import func, select
 from producer import db, send_bulk, send_sms
 from producer.models import Message
 from producer.status import TERMINAL
-from worker.stack import Stack
+from worker.ops.stack import Stack
 
 STATUS_PATHS = {"smsclub": "/sms/status", "keccel": "/delivery.asp"}
 

@@ -42,7 +42,8 @@ class Message(SQLModel, table=True):
     send_at: datetime | None = Field(default=None, index=True)
     next_attempt_at: datetime | None = Field(default=None, index=True)
     claimed_at: datetime | None = None
-    # The claiming worker process (`worker.liveness`): its rows settle soon after it dies.
+    # The claiming worker process (`worker.resilience.liveness`): its rows settle soon
+    # after it dies.
     claimed_by: str | None = Field(default=None, max_length=100)
     # The claim itself (one per send task): a claim whose commit answer was lost takes
     # its own rows up again by it, and no other claim's rows.

@@ -17,7 +17,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from worker.sandbox.server import free_port
+from worker.gateways.sandbox.server import free_port
 
 
 class WebhookServer:

@@ -40,7 +40,7 @@ app.conf.update(
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
-    from worker.logs import install
+    from worker.ops.logs import install
 
     install(logger)
 
@@ -48,6 +48,6 @@ def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
 @worker_shutdown.connect
 def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
     """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
-    from worker import liveness
+    from worker.resilience import liveness
 
     liveness.stop_heartbeat()

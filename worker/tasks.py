@@ -28,7 +28,7 @@ def _requeue(ids: list[str], countdown: float, claim_token: str | None = None) -
 @app.task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def send(ids: list[str], claim_token: str | None = None) -> dict[str, object]:
     """Send messages by id (one provider batch). Redelivery is harmless: rows are claimed."""
-    from worker.sending import send_messages
+    from worker.sending.send import send_messages
 
     outcome = send_messages(ids, _requeue, claim_token=claim_token)
     return outcome.__dict__
@@ -37,7 +37,7 @@ def send(ids: list[str], claim_token: str | None = None) -> dict[str, object]:
 @app.task(name=POLL_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def poll(provider: str, ids: list[str]) -> int:
     """Ask the gateway the delivery status of these messages."""
-    from worker.polling import poll_messages
+    from worker.tracking.polling import poll_messages
 
     return poll_messages(provider, ids)
 
@@ -45,7 +45,7 @@ def poll(provider: str, ids: list[str]) -> int:
 @app.task(name=NOTIFY_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def notify_app(ids: list[int]) -> dict[str, int]:
     """POST status changes to the applications' callback URLs (notification ids)."""
-    from worker.notify import deliver
+    from worker.tracking.notify import deliver
 
     return deliver(ids)
 
@@ -65,7 +65,7 @@ def _queue_send(ids: list[str]) -> None:
 @app.task(name=TICK_TASK, ignore_result=True, expires=30)
 def tick() -> dict[str, int]:
     """Queue due scheduled sends, retries, swept rows and polls."""
-    from worker.maintenance import tick as run_tick
+    from worker.resilience.sweeps import tick as run_tick
 
     return run_tick(_queue_send, _queue_poll, _queue_notify).__dict__
 
@@ -73,7 +73,7 @@ def tick() -> dict[str, int]:
 @app.task(name=BALANCE_TASK, ignore_result=True, expires=300)
 def check_balances() -> dict[str, object]:
     """Fetch every configured provider's balance, store it, raise alerts on crossings."""
-    from worker.balance import check_all
+    from worker.balance.checks import check_all
 
     return check_all()
 
@@ -81,6 +81,6 @@ def check_balances() -> dict[str, object]:
 @app.task(name=ALERT_TASK, ignore_result=True, expires=300)
 def deliver_alerts() -> dict[str, int]:
     """Retry balance alerts whose webhook or e-mail was down; re-queues itself (<= 60 s)."""
-    from worker.alerts import retry_task
+    from worker.balance.alerts import retry_task
 
     return retry_task()

@@ -23,12 +23,12 @@ from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
 from producer.limits import LIMITS
 from producer.models import Message
 from producer.settings import PROVIDER_NAMES, get_settings
-from worker import metrics
-from worker.adapters import get_adapter
-from worker.callbacks import token_is_valid
-from worker.dlr import apply_push
-from worker.logs import install as install_logging
-from worker.providers.base import ProviderError
+from worker.gateways.base import ProviderError
+from worker.gateways.registry import get_adapter
+from worker.ops import metrics
+from worker.ops.logs import install as install_logging
+from worker.tracking.callback_urls import token_is_valid
+from worker.tracking.dlr import apply_push
 
 log = logging.getLogger("smsq.web")
 

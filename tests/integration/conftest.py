@@ -19,8 +19,8 @@ import pytest
 
 from producer import get_status
 from producer.status import Status
-from worker.sandbox.base import ProviderSim
-from worker.stack import Stack, reset_process_state
+from worker.gateways.sandbox.base import ProviderSim
+from worker.ops.stack import Stack, reset_process_state
 
 TEST_ENV = {
     "SMSQ_POLL_SCHEDULE": "0.3,0.3,0.5,1,1,2,5",

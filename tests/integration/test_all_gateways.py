@@ -12,7 +12,7 @@ import pytest
 from producer import get_status, send_sms
 from producer.status import Status
 from tests.integration.conftest import wait_status
-from worker import cli
+from worker.ops import cli
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,11 @@ from producer.queues import BALANCE_TASK, broker_url
 from producer.settings import reload_settings
 from tests.alert_helpers import WebhookServer
 from tests.integration.conftest import wait_for
-from worker import alerts, guard, metrics
-from worker.balance import check_all
-from worker.cli import main as cli
+from worker.balance import alerts
+from worker.balance.checks import check_all
+from worker.ops import metrics
+from worker.ops.cli import main as cli
+from worker.sending import guard
 
 pytestmark = pytest.mark.integration
 

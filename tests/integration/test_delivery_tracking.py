@@ -25,7 +25,7 @@ from producer.api import message_events
 from producer.models import AppNotification, Message
 from producer.status import Status
 from tests.integration.conftest import wait_for, wait_status
-from worker.callbacks import callback_token, callback_url
+from worker.tracking.callback_urls import callback_token, callback_url
 
 pytestmark = pytest.mark.integration
 

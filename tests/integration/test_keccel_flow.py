@@ -14,7 +14,7 @@ from producer.enqueue import publish_send
 from producer.models import Message, MessageEvent
 from producer.status import Status
 from tests.integration.conftest import wait_status
-from worker.sandbox.base import Fault
+from worker.gateways.sandbox.base import Fault
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from producer import db, send_bulk, send_sms
 from producer.models import Message, MessageEvent
 from tests.integration.conftest import TEST_ENV, book, running_stack, sim, wait_for
 from tests.pg import EmbeddedPostgres
-from worker.sandbox.base import Fault
-from worker.stack import Stack
+from worker.gateways.sandbox.base import Fault
+from worker.ops.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ import pytest
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from producer.settings import PROVIDER_NAMES
-from worker.sandbox.server import start_in_thread
-from worker.stack import sandbox_env
+from worker.gateways.sandbox.server import start_in_thread
+from worker.ops.stack import sandbox_env
 
 pytestmark = pytest.mark.integration
 

@@ -23,11 +23,11 @@ from producer.queues import broker_url
 from producer.settings import PROVIDER_NAMES, get_settings, reload_settings
 from producer.status import Status
 from tests.integration.conftest import wait_for, wait_status
-from worker.breaker import Breaker
-from worker.callbacks import dlr_url_for
-from worker.providers import build_adapter
-from worker.providers.base import OutgoingMessage
-from worker.sandbox.base import Fault
+from worker.gateways import build_adapter
+from worker.gateways.base import OutgoingMessage
+from worker.gateways.sandbox.base import Fault
+from worker.resilience.breaker import Breaker
+from worker.tracking.callback_urls import dlr_url_for
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from producer.models import Message, MessageEvent
 from producer.settings import reload_settings
 from producer.status import Status
 from tests.integration.conftest import book, running_stack, sim, wait_for
-from worker.sandbox.base import Fault, max_in_window
-from worker.stack import Stack
+from worker.gateways.sandbox.base import Fault, max_in_window
+from worker.ops.stack import Stack
 
 pytestmark = pytest.mark.integration
 

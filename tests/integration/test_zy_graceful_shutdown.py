@@ -17,7 +17,7 @@ from producer import db, get_status, send_sms
 from producer.models import Message
 from producer.status import Status
 from tests.integration.conftest import wait_for, wait_status
-from worker.sandbox.base import Fault
+from worker.gateways.sandbox.base import Fault
 
 pytestmark = pytest.mark.integration
 

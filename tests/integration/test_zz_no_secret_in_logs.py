@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.sandbox.base import SANDBOX_CREDENTIALS
+from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS
 
 pytestmark = pytest.mark.integration
 

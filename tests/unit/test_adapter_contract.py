@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 from producer.limits import LIMITS
 from producer.status import Status
-from worker.providers import adapter_class
-from worker.providers.base import (
+from worker.gateways import adapter_class
+from worker.gateways.base import (
     Balance,
     OutgoingMessage,
     PermanentProviderError,

@@ -28,11 +28,13 @@ from producer.models import Alert, AlertDelivery, AlertState, BalanceSnapshot, M
 from producer.queues import ALERT_TASK, broker_url
 from producer.settings import reload_settings
 from tests.alert_helpers import SmtpServer, WebhookServer
-from worker import alerts, guard, metrics
-from worker.balance import check_all
-from worker.cli import main as cli
-from worker.sandbox.server import RunningSandbox, start_in_thread
-from worker.stack import sandbox_env
+from worker.balance import alerts
+from worker.balance.checks import check_all
+from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
+from worker.ops import metrics
+from worker.ops.cli import main as cli
+from worker.ops.stack import sandbox_env
+from worker.sending import guard
 
 PROVIDERS = ["keccel", "smsclub"]
 

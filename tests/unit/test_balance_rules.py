@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from worker.alert_rules import (
+from worker.balance.rules import (
     EXPIRED,
     EXPIRING,
     INACTIVE,
@@ -22,7 +22,7 @@ from worker.alert_rules import (
     drop_per_day,
     sentence,
 )
-from worker.guard import reason
+from worker.sending.guard import reason
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LIMITS = Limits(low_balance=100.0, expiry_warn_days=7, rearm_ratio=1.1)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
-from worker.breaker import Breaker
+from worker.resilience.breaker import Breaker
 
 COOLDOWN = 0.4
 

@@ -1,4 +1,4 @@
-"""The `smsq` command (worker.cli.main): user mistakes are one stderr line and exit 2."""
+"""The `smsq` command (worker.ops.cli.main): user mistakes are one stderr line and exit 2."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from producer import api as producer_api
 from producer import db
 from producer.models import Message
 from producer.settings import reload_settings
-from worker.cli import main
+from worker.ops.cli import main
 
 DRC = "243851234567"
 
@@ -175,7 +175,7 @@ def test_callback_url_without_public_url(store: list, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize("value", [None, "", "no-colon"])
 def test_flower_refuses_to_start_without_basic_auth(monkeypatch, capsys, value) -> None:  # type: ignore[no-untyped-def]
-    import worker.cli as cli_module
+    import worker.ops.cli as cli_module
 
     started: list[object] = []
     monkeypatch.setattr(cli_module.os, "execvpe", lambda *a: started.append(a))
@@ -190,7 +190,7 @@ def test_flower_refuses_to_start_without_basic_auth(monkeypatch, capsys, value) 
 
 
 def test_flower_gets_its_password_by_environment_not_argv(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import worker.cli as cli_module
+    import worker.ops.cli as cli_module
 
     started: list[tuple] = []  # type: ignore[type-arg]
     monkeypatch.setattr(cli_module.os, "execvpe", lambda *a: started.append(a))

@@ -18,10 +18,10 @@ from producer.models import Message, MessageEvent
 from producer.settings import reload_settings
 from producer.status import TERMINAL, Status
 from tests.unit.conftest import isolate, restore
-from worker.callbacks import callback_token
-from worker.dlr import adopt_early_reports, apply_push
-from worker.providers.base import StatusReport
-from worker.reports import apply_report, combined_status, part_states
+from worker.gateways.base import StatusReport
+from worker.tracking.callback_urls import callback_token
+from worker.tracking.dlr import adopt_early_reports, apply_push
+from worker.tracking.reports import apply_report, combined_status, part_states
 
 
 @pytest.fixture

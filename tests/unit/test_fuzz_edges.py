@@ -41,9 +41,9 @@ from tests.unit.test_adapter_contract import (
     call,
     check_outcome,
 )
-from worker.callbacks import callback_token
-from worker.providers import adapter_class
-from worker.providers.base import ProviderError, StatusReport
+from worker.gateways import adapter_class
+from worker.gateways.base import ProviderError, StatusReport
+from worker.tracking.callback_urls import callback_token
 
 FUZZ = settings(
     max_examples=60,
@@ -326,7 +326,7 @@ NOT_IN_PROCESS = ("dev", "demo", "sandbox", "flower", "balance", "senders", "rep
 
 @pytest.fixture
 def cli(published: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    from worker import cli as cli_module
+    from worker.ops import cli as cli_module
 
     def refuse(args: Any) -> int:
         raise AssertionError(f"the fuzzer reached {args.command!r}")
@@ -337,7 +337,7 @@ def cli(published: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from worker.cli import main
+    from worker.ops.cli import main
 
     before = snapshot()
     code = main(argv)

@@ -17,9 +17,11 @@ from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from producer.models import Message, utcnow
 from producer.status import Status
 from tests.unit.conftest import NO_BROKER, isolate, restore
-from worker import liveness, maintenance, reconcile, sending
-from worker.providers.base import OutgoingMessage, SendResult
-from worker.transitions import claim
+from worker.gateways.base import OutgoingMessage, SendResult
+from worker.resilience import liveness, reconcile
+from worker.resilience import sweeps as maintenance
+from worker.sending import send as sending
+from worker.store.transitions import claim
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from producer import db
 from producer.models import AppNotification, Message, MessageEvent, utcnow
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
-from worker.transitions import Move, claim_many, load_rows, move, move_many
+from worker.store.transitions import Move, claim_many, load_rows, move, move_many
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from producer.models import AppNotification, Message
 from producer.settings import reload_settings
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
-from worker import notify
-from worker.transitions import move
+from worker.store.transitions import move
+from worker.tracking import notify
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A status outage does not use up the poll schedule: failed polls back off and retry.
 
-`worker.polling.poll_messages` on a real SQLite store; only the gateway is fake.
+`worker.tracking.polling.poll_messages` on a real SQLite store; only the gateway is fake.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from producer import db
 from producer.models import Message, utcnow
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
-from worker import polling
-from worker.providers.base import PermanentProviderError, RetryableProviderError, StatusReport
+from worker.gateways.base import PermanentProviderError, RetryableProviderError, StatusReport
+from worker.tracking import polling
 
 SCHEDULE = [30.0, 60.0, 120.0]
 
@@ -176,7 +176,7 @@ def test_polls_the_broker_would_not_take_are_due_again_soon_not_after_the_lease(
 ) -> None:
     """The tick leases due polls for POLL_LEASE_SECONDS (120 s); when publishing the
     poll task fails (Redis down), the lease is given back: due again in 5 s."""
-    from worker import maintenance
+    from worker.resilience import sweeps as maintenance
 
     mid = sent_row()
 

@@ -49,13 +49,16 @@ from tests.pg import SERVER_TIMEZONE, EmbeddedPostgres
 from tests.unit import test_alerts_delivery as alert_tests
 from tests.unit.conftest import isolate, restore
 from tests.unit.test_alerts_delivery import account, deliveries, stored_alerts
-from worker import alerts, maintenance, notify, sending
-from worker.alert_rules import KINDS
-from worker.balance import check_all
-from worker.cancel import cancel_message
-from worker.providers.base import OutgoingMessage, SendResult
-from worker.sandbox.server import RunningSandbox
-from worker.transitions import move
+from worker.balance import alerts
+from worker.balance.checks import check_all
+from worker.balance.rules import KINDS
+from worker.gateways.base import OutgoingMessage, SendResult
+from worker.gateways.sandbox.server import RunningSandbox
+from worker.resilience import sweeps as maintenance
+from worker.sending import send as sending
+from worker.sending.cancel import cancel_message
+from worker.store.transitions import move
+from worker.tracking import notify
 
 # test_alerts_delivery's fixtures: the sandbox, an embedded Redis, its `env`, a webhook.
 sandbox, redis_url, env, webhook = (

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.keccel import KeccelAdapter, parse_keccel_date
+from worker.gateways.keccel.adapter import KeccelAdapter, parse_keccel_date
 
 BASE = "https://api.keccel.com/sms/v2"
 

@@ -13,12 +13,12 @@ import pytest
 
 from producer.settings import KingSmsSettings
 from producer.status import TERMINAL, Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.kingsms import (
+from worker.gateways.kingsms.adapter import (
     STATUS_DESCRIPTIONS,
     KingSmsAdapter,
     parse_kingsms_date,

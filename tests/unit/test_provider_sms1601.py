@@ -15,12 +15,12 @@ import pytest
 from producer.limits import LIMITS
 from producer.settings import Sms1601Settings
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.sms1601 import (
+from worker.gateways.sms1601.adapter import (
     ACCOUNT,
     MESSAGE,
     RETRYABLE,

@@ -13,12 +13,12 @@ from pydantic import SecretStr
 
 from producer.settings import SmsClubSettings
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.smsclub import DUPLICATE_NOTE, SmsClubAdapter
+from worker.gateways.smsclub.adapter import DUPLICATE_NOTE, SmsClubAdapter
 
 BASE = "https://im.smsclub.mobi"
 TOKEN = "s3cr3t-Bearer-t0ken"

@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
-from worker.ratelimit import RateLimiter
-from worker.sandbox.base import max_in_window
+from worker.gateways.sandbox.base import max_in_window
+from worker.resilience.ratelimit import RateLimiter
 
 
 @pytest.fixture(scope="module")

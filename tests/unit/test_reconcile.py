@@ -16,15 +16,16 @@ from producer.models import Message, MessageEvent, utcnow
 from producer.settings import reload_settings
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
-from worker import maintenance, reconcile
-from worker.providers import sms1601 as sms1601_module
-from worker.providers.base import LookupResult, OutgoingMessage, RetryableProviderError
-from worker.providers.keccel import KeccelAdapter
-from worker.providers.kingsms import KingSmsAdapter
-from worker.providers.sms1601 import Sms1601Adapter
-from worker.providers.smsclub import SmsClubAdapter
-from worker.sandbox.base import SANDBOX_CREDENTIALS
-from worker.sandbox.server import RunningSandbox, start_in_thread
+from worker.gateways.base import LookupResult, OutgoingMessage, RetryableProviderError
+from worker.gateways.keccel.adapter import KeccelAdapter
+from worker.gateways.kingsms.adapter import KingSmsAdapter
+from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS
+from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
+from worker.gateways.sms1601 import adapter as sms1601_module
+from worker.gateways.sms1601.adapter import Sms1601Adapter
+from worker.gateways.smsclub.adapter import SmsClubAdapter
+from worker.resilience import reconcile
+from worker.resilience import sweeps as maintenance
 
 
 @pytest.fixture(scope="module")

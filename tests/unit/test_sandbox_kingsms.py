@@ -14,16 +14,16 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
     StatusReport,
 )
-from worker.providers.kingsms import KingSmsAdapter
-from worker.sandbox.base import SANDBOX_CREDENTIALS, Fault
-from worker.sandbox.kingsms import KingSmsSim
-from worker.sandbox.server import RunningSandbox, start_in_thread
+from worker.gateways.kingsms.adapter import KingSmsAdapter
+from worker.gateways.kingsms.simulator import KingSmsSim
+from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
 
 DELAY = 0.3
 CREDS = SANDBOX_CREDENTIALS["kingsms"]

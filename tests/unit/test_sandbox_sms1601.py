@@ -13,15 +13,15 @@ import httpx
 import pytest
 
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.sms1601 import Sms1601Adapter, to_gateway_datum
-from worker.sandbox.base import SANDBOX_CREDENTIALS, Fault
-from worker.sandbox.server import RunningSandbox, start_in_thread
-from worker.sandbox.sms1601 import Sms1601Sim
+from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
+from worker.gateways.sms1601.adapter import Sms1601Adapter, to_gateway_datum
+from worker.gateways.sms1601.simulator import Sms1601Sim
 
 CREDS = SANDBOX_CREDENTIALS["sms1601"]
 DELAY = 0.3

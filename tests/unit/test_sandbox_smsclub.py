@@ -10,15 +10,15 @@ import httpx
 import pytest
 
 from producer.status import Status
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.providers.smsclub import DUPLICATE_NOTE, SmsClubAdapter
-from worker.sandbox.base import SANDBOX_CREDENTIALS, Fault
-from worker.sandbox.server import RunningSandbox, start_in_thread
-from worker.sandbox.smsclub import SmsClubSim
+from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
+from worker.gateways.smsclub.adapter import DUPLICATE_NOTE, SmsClubAdapter
+from worker.gateways.smsclub.simulator import SmsClubSim
 
 DELIVERY = 0.3
 TOKEN = SANDBOX_CREDENTIALS["smsclub"]["token"]

@@ -1,5 +1,5 @@
 """Retry policy, attempt events, circuit breaker, fallbacks and the send-time guard,
-through `worker.sending.send_messages` on a real SQLite store and a real Redis.
+through `worker.sending.send.send_messages` on a real SQLite store and a real Redis.
 
 Only the gateway is fake (an adapter that answers what each test says), so the
 decisions of sending.py are what is under test.
@@ -22,14 +22,14 @@ from producer.models import Message, MessageEvent, utcnow
 from producer.settings import get_settings, reload_settings
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
-from worker import sending
-from worker.breaker import Breaker
-from worker.providers.base import (
+from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
     SendResult,
 )
+from worker.resilience.breaker import Breaker
+from worker.sending import send as sending
 
 DRC = "243851234567"
 
@@ -360,7 +360,9 @@ def test_fallback_choice_skips_unusable_providers(
 
 # -- the send-time guard ------------------------------------------------------------
 def block(monkeypatch: pytest.MonkeyPatch, blocked: dict[str, str]) -> None:
-    monkeypatch.setattr("worker.guard.account_block", lambda provider: blocked.get(provider))
+    monkeypatch.setattr(
+        "worker.sending.guard.account_block", lambda provider: blocked.get(provider)
+    )
 
 
 def test_guard_block_reroutes_without_calling_the_provider(
@@ -548,7 +550,7 @@ def test_a_message_whose_answer_was_lost_is_not_rerouted(gateways) -> None:  # t
 def test_transport_errors_say_whether_the_gateway_may_have_the_request(
     error: Exception, maybe_sent: bool
 ) -> None:
-    from worker.providers.keccel import KeccelAdapter
+    from worker.gateways.keccel.adapter import KeccelAdapter
 
     def fail(request: httpx.Request) -> httpx.Response:
         raise error

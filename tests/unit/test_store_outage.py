@@ -30,8 +30,10 @@ from producer.status import Status
 from tests.pg import EmbeddedPostgres
 from tests.unit.conftest import isolate, restore
 from tests.unit.test_postgres_store import add_rows
-from worker import cli, sending, store_retry
-from worker.providers.base import OutgoingMessage, SendResult
+from worker.gateways.base import OutgoingMessage, SendResult
+from worker.ops import cli
+from worker.sending import send as sending
+from worker.store import retry as store_retry
 
 DRC = "243851234567"
 PASSWORD = "s3cret-pw"
@@ -321,8 +323,8 @@ def test_a_poll_answer_that_meets_a_stopped_store_is_stored_once_it_is_back(
 ) -> None:
     """Not dropped to wait out its 2-minute lease: the poll keeps the gateway's
     answer until the store is back, 2 s later."""
-    from worker import polling
-    from worker.providers.base import StatusReport
+    from worker.gateways.base import StatusReport
+    from worker.tracking import polling
 
     class StatusGateway:
         max_status_batch = 10
@@ -356,7 +358,7 @@ class ClaimCommitAnswerLost:
         from sqlalchemy import event
         from sqlmodel import Session
 
-        from worker import transitions
+        from worker.store import transitions
 
         self.left = times
         self.armed = False
@@ -436,7 +438,7 @@ def test_a_claim_lost_for_longer_than_the_retry_is_taken_up_by_the_queued_again_
 def test_a_claim_token_does_not_take_rows_another_claim_holds(sqlite_store: None) -> None:
     """A token only re-takes the rows claimed under it: a second task with another
     token finds a `sending` row taken and leaves it (fencing)."""
-    from worker.transitions import claim_many
+    from worker.store.transitions import claim_many
 
     ids = add_rows(2)
     with db.session() as s:
@@ -460,7 +462,7 @@ def test_the_store_stopping_between_the_claim_and_the_request_loses_nothing(
     from sqlalchemy import event
     from sqlmodel import Session
 
-    from worker import transitions
+    from worker.store import transitions
 
     real_claim_many = transitions.claim_many
     state = {"armed": False, "done": False}

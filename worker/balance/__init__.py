@@ -1,0 +1,1 @@
+"""Balance and credit-expiry checks, the pure alert rules, alerts and their channels."""

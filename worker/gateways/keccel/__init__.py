@@ -1,0 +1,1 @@
+"""Keccel (DR Congo): its adapter and its simulator."""

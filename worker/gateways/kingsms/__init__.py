@@ -1,0 +1,1 @@
+"""KING SMS PRO (Togo): its adapter and its simulator."""

@@ -1,0 +1,1 @@
+"""1601SMS (Netherlands): its adapter and its simulator."""

@@ -1,0 +1,1 @@
+"""SMSClub (Ukraine): its adapter and its simulator."""

@@ -1,0 +1,1 @@
+"""Operator tools: the CLI, the local stack and demo, metrics and logs."""

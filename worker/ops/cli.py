@@ -1,0 +1,357 @@
+"""The `smsq` command. User mistakes get one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from producer.errors import EnqueueError, InvalidMessage
+from producer.settings import PROVIDER_NAMES, get_settings
+from worker.gateways.base import ProviderError
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="smsq", description="SMS dispatch on Celery and Redis.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    send = sub.add_parser("send", help="queue a message to one or more numbers")
+    send.add_argument("--to", action="append", required=True, help="number (repeatable)")
+    send.add_argument("--text", required=True)
+    send.add_argument("--provider", choices=PROVIDER_NAMES)
+    send.add_argument("--sender")
+    send.add_argument("--at", help="send later: ISO 8601 date and time")
+    send.add_argument("--idempotency-key")
+    send.add_argument("--flash", action="store_true", help="flash SMS (KING SMS PRO)")
+
+    status = sub.add_parser("status", help="show a message's status and history")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true")
+
+    balance = sub.add_parser(
+        "balance", help="balance, expiry, projection, state and last alert per provider"
+    )
+    balance.add_argument("--json", action="store_true")
+
+    alerts = sub.add_parser("alerts", help="balance alerts raised, newest first")
+    alerts.add_argument("--provider", choices=PROVIDER_NAMES)
+    alerts.add_argument("--limit", type=int, default=20)
+    alerts.add_argument("--json", action="store_true")
+
+    sandbox = sub.add_parser("sandbox", help="serve the gateway simulators")
+    sandbox.add_argument("--port", type=int, default=8025)
+    sandbox.add_argument("--delivery-seconds", type=float, default=2.0)
+
+    sub.add_parser("dev", help="the embedded stack until Ctrl-C, Flower on :5555")
+    sub.add_parser("demo", help="the embedded stack, a batch through every gateway, a table")
+    sub.add_parser("migrate", help="bring the store's schema up to date")
+    sub.add_parser("flower", help="start Flower with basic auth from SMSQ_FLOWER_BASIC_AUTH")
+
+    cancel = sub.add_parser("cancel", help="cancel a message not yet sent")
+    cancel.add_argument("id")
+
+    senders = sub.add_parser("senders", help="sender names the provider allows")
+    senders.add_argument("provider", choices=["smsclub"])
+
+    report = sub.add_parser("report", help="delivery reports from the provider")
+    report.add_argument("provider", choices=["kingsms", "sms1601"])
+    report.add_argument("--from", dest="date_from", help="YYYY-MM-DD (kingsms)")
+    report.add_argument("--to", dest="date_to", help="YYYY-MM-DD (kingsms)")
+    report.add_argument("--count", type=int, default=100, help="last N reports (sms1601)")
+    report.add_argument("--json", action="store_true")
+
+    cb = sub.add_parser("callback-url", help="the delivery-callback URL to give a provider")
+    cb.add_argument("provider", choices=PROVIDER_NAMES)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except InvalidMessage as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 2
+    except ProviderError as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 1
+    except (EnqueueError, UsageError) as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _send(args: argparse.Namespace) -> int:
+    from producer import send_bulk, send_sms
+
+    common = {
+        "provider": args.provider,
+        "sender": args.sender,
+        "idempotency_key": args.idempotency_key,
+        "send_at": args.at,
+        "flash": args.flash,
+    }
+    if len(args.to) == 1:
+        ids = [send_sms(args.to[0], args.text, **common)]
+    else:
+        ids = send_bulk(args.to, args.text, **common)
+    print("\n".join(ids))
+    return 0
+
+
+def _message_id(value: str) -> str:
+    """`value`, or UsageError when it cannot be a stored id (undecodable argv bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"id: no message {value!r}") from None
+    return value
+
+
+def _status(args: argparse.Namespace) -> int:
+    from producer import get_status
+    from producer.api import message_events
+
+    st = get_status(_message_id(args.id))
+    if st is None:
+        raise UsageError(f"id: no message {args.id!r}")
+    if args.json:
+        print(json.dumps({**st.to_dict(), "events": message_events(st.id)}, indent=2))
+        return 0
+    for key, value in st.to_dict().items():
+        if key != "text":
+            print(f"{key:20} {value if value is not None else '-'}")
+    print(f"{'text':20} {st.text}")
+    return 0
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from worker.balance.checks import enrich, fetch_all, record_guard
+    from worker.balance.rules import describe_projection
+
+    rows = enrich(fetch_all())
+    for row in rows:  # a renewed account sends again at once, not at the next check
+        record_guard(row)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="balances")
+    for column in ("provider", "balance", "unit", "expires", "runs out in", "state", "last alert"):
+        table.add_column(column)
+    for r in rows:
+        last = r.last_alert
+        table.add_row(
+            r.provider,
+            "-" if r.amount is None else f"{r.amount:g}",
+            r.unit or "",
+            r.expires_at.isoformat(timespec="minutes") if r.expires_at else "-",
+            "-" if r.error else describe_projection(r.projection_days),
+            r.state if not r.error else f"error: {r.error}",
+            f"{last['kind']} {str(last['created_at'])[:16]}" if last else "-",
+        )
+    console = Console()
+    (console if console.is_terminal else Console(width=160)).print(table)
+    if not rows:
+        print("no provider is configured")
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    from worker.balance.alerts import history
+
+    if args.limit < 1:
+        raise UsageError("--limit: must be at least 1")
+    rows = history(limit=args.limit, provider=args.provider)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no balance alert has been raised")
+        return 0
+    for row in rows:
+        sent = ", ".join(f"{d['channel']} {d['state']}" for d in row["deliveries"]) or "log only"
+        print(f"{row['created_at'][:19]}  {row['provider']:<8} {row['kind']:<12} {row['message']}")
+        print(f"{'':30}({sent})")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from worker.gateways.sandbox.server import serve
+
+    print(f"sandbox on http://127.0.0.1:{args.port}/<provider>  (Ctrl-C to stop)")
+    serve(port=args.port, delivery_seconds=args.delivery_seconds)
+    return 0
+
+
+def _data_dir() -> Path:
+    return Path(get_settings().data_dir)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.ops.demo import run_demo
+
+    return run_demo(_data_dir())
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from worker.ops.stack import Stack
+
+    os.environ.setdefault("SMSQ_FLOWER_BASIC_AUTH", "admin:smsq-dev")
+    stack = Stack(data_dir=_data_dir(), flower=True)
+    stack.start()
+    assert stack.sandbox is not None
+    print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
+    print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
+    print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from producer import db
+
+    db.get_engine()
+    print(f"schema up to date at {db.database_url().split('@')[-1]}")
+    return 0
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from worker.ops.stack import flower_command
+
+    port = os.environ.get("PORT", "5555")
+    command = flower_command(port=int(port))
+    command = [c if not c.startswith("--address") else "--address=0.0.0.0" for c in command]
+    os.execvpe(command[0], command, os.environ)
+    return 0
+
+
+def _callback_url(args: argparse.Namespace) -> int:
+    from producer.limits import LIMITS
+    from producer.settings import provider_settings
+    from worker.tracking.callback_urls import callback_url
+
+    if not LIMITS[args.provider].supports_push:
+        raise UsageError(
+            f"provider: {args.provider} does not push delivery reports; smsq polls it (pull)"
+        )
+    url = callback_url(args.provider)
+    if url is None:
+        raise UsageError("SMSQ_PUBLIC_URL is not set: the providers cannot reach smsq")
+    print(url)
+    mode = provider_settings(args.provider).dlr_mode
+    if mode == "pull":
+        print(
+            f"note: SMSQ_{args.provider.upper()}_DLR_MODE is pull; set push or both "
+            "so smsq expects the callbacks",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from worker.sending.cancel import cancel_message
+
+    st = cancel_message(_message_id(args.id))
+    print(f"{st.id} cancelled")
+    return 0
+
+
+def _senders(args: argparse.Namespace) -> int:
+    from worker.gateways.registry import get_adapter
+
+    for name in get_adapter(args.provider).fetch_senders():  # type: ignore[attr-defined]
+        print(name)
+    return 0
+
+
+def _parse_day(value: str | None, field: str) -> date:
+    if not value:
+        raise UsageError(f"{field}: give a date as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{field}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from worker.gateways.registry import get_adapter
+
+    adapter = get_adapter(args.provider)
+    if args.provider == "kingsms":
+        start, end = _parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to")
+        if end < start:
+            raise UsageError("--to: must not be before --from")
+        reports = adapter.fetch_reports(start, end)  # type: ignore[attr-defined]
+    else:
+        if args.count < 1:
+            raise UsageError("--count: must be at least 1")
+        reports = adapter.fetch_report(args.count)  # type: ignore[attr-defined]
+    rows = [
+        {
+            "provider_message_id": r.provider_message_id,
+            "status": r.status.value if r.status else None,
+            "raw_status": r.raw_status,
+            "to": r.to,
+            "at": r.occurred_at.isoformat() if r.occurred_at else None,
+        }
+        for r in reports
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            status = row["status"] or "-"
+            print(
+                f"{row['provider_message_id']:>12}  {row['raw_status']:<14} {status:<12} "
+                f"{row['to'] or ''} {row['at'] or ''}"
+            )
+    return 0
+
+
+_COMMANDS = {
+    "cancel": _cancel,
+    "senders": _senders,
+    "report": _report,
+    "send": _send,
+    "status": _status,
+    "balance": _balance,
+    "alerts": _alerts,
+    "sandbox": _sandbox,
+    "dev": _dev,
+    "demo": _demo,
+    "migrate": _migrate,
+    "flower": _flower,
+    "callback-url": _callback_url,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,394 @@
+"""Apply status changes to stored messages through the one state machine.
+
+Every change is a conditional UPDATE (`WHERE status = <what we read>`), so
+two workers, a poll and a push racing on one row can never move it backwards
+or twice. Whatever is not applied (late, duplicate, out of order, unknown id)
+is still stored as an event with its raw payload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, event, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, select
+
+from producer.models import Message, MessageEvent, utcnow
+from producer.status import Status, can_move
+from worker.ops import metrics
+from worker.resilience import liveness
+from worker.tracking import notify
+
+log = logging.getLogger("smsq.transitions")
+_EVENTS = "smsq_pending_events"
+_COUNTS = "smsq_pending_counts"
+
+
+def dump_raw(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return json.dumps(raw, default=str, ensure_ascii=False)[:20000]
+    except (TypeError, ValueError):
+        return json.dumps(repr(raw))[:20000]
+
+
+def record_event(
+    s: Session,
+    message_id: str | None,
+    *,
+    source: str,
+    kind: str,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+    old: str | None = None,
+    new: str | None = None,
+    applied: bool = True,
+    note: str | None = None,
+    raw: Any = None,
+) -> None:
+    """Queue an event in `s`; all of a transaction's events are inserted at its commit,
+    in one statement (a bulk send records three per message)."""
+    s.info.setdefault(_EVENTS, []).append(
+        {
+            "message_id": message_id,
+            "provider": provider,
+            "provider_message_id": provider_message_id,
+            "source": source,
+            "kind": kind,
+            "old_status": None if old is None else str(old),
+            "new_status": None if new is None else str(new),
+            "applied": applied,
+            "note": note,
+            "raw": dump_raw(raw),
+            "created_at": utcnow(),
+        }
+    )
+
+
+@event.listens_for(Session, "before_commit")
+def _insert_events(s: Session) -> None:
+    rows = s.info.pop(_EVENTS, None)
+    if rows:
+        s.connection().execute(insert(MessageEvent), rows)
+
+
+def count_status(s: Session, provider: str, status: str, amount: int = 1) -> None:
+    """Count a status change in `smsq_messages_total` once `s` commits: a write that
+    fails and is tried again (the store was down) is counted once, when it lands."""
+    counts: dict[tuple[str, str], int] = s.info.setdefault(_COUNTS, {})
+    counts[(provider, status)] = counts.get((provider, status), 0) + amount
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_counts(s: Session) -> None:
+    for (provider, status), amount in s.info.pop(_COUNTS, {}).items():
+        metrics.MESSAGES.labels(provider, status).inc(amount)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_events(s: Session) -> None:
+    s.info.pop(_EVENTS, None)
+    s.info.pop(_COUNTS, None)
+
+
+def move(
+    s: Session,
+    row: Message,
+    new: Status,
+    *,
+    source: str,
+    raw: Any = None,
+    note: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Move `row` to `new` if the state machine allows it; record the event either way.
+
+    `fields` are other columns to set in the same UPDATE. Returns True when
+    applied. The caller commits.
+    """
+    old = Status(row.status)
+    if not can_move(old, new):
+        record_event(
+            s,
+            row.id,
+            source=source,
+            kind="report",
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            old=old,
+            new=new,
+            applied=False,
+            note=note or f"ignored: {old} -> {new} is not a forward move",
+            raw=raw,
+        )
+        return False
+    now = utcnow()
+    values: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
+    # On the session's connection: no autoflush per row, no ORM bookkeeping; the
+    # events queued with `s.add` are flushed together at commit.
+    result = s.connection().execute(
+        update(Message)
+        .where(Message.id == row.id, Message.status == old.value)  # type: ignore[arg-type]
+        .values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Someone else moved it first: re-read and try once more from there.
+        s.refresh(row)
+        if Status(row.status) != old:
+            return move(s, row, new, source=source, raw=raw, note=note, **fields)
+        return False
+    for key, value in values.items():
+        set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush
+    count_status(s, row.provider, new.value)
+    if notify.wants_notification(row, old.value, new.value):
+        notify.add_notification(s, row, old.value, new.value, now)
+    record_event(
+        s,
+        row.id,
+        source=source,
+        kind="status",
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        old=old,
+        new=new,
+        note=note,
+        raw=raw,
+    )
+    log.info(
+        "message %s %s -> %s",
+        row.id,
+        old.value,
+        new.value,
+        extra={
+            "message_id": row.id,
+            "provider": row.provider,
+            "status": new.value,
+            "attempt": row.attempts,
+        },
+    )
+    return True
+
+
+def load_rows(s: Session, ids: list[str]) -> list[Message]:
+    """Fresh copies of `ids` in session `s`, in the order given (missing ones dropped)."""
+    found = {m.id: m for m in s.exec(select(Message).where(Message.id.in_(ids)))}  # type: ignore[union-attr]
+    return [found[i] for i in ids if i in found]
+
+
+@dataclass
+class Move:
+    """One row's part of `move_many`: the other columns to set, and its event's payload."""
+
+    row: Message
+    fields: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None
+    note: str | None = None
+
+
+def move_many(s: Session, new: Status, moves: list[Move], *, source: str) -> int:
+    """`move` for many rows at once: one executemany UPDATE per kind of change.
+
+    Same rules as `move` (conditional on the status read, forward only, one event
+    and notification per row); rows whose change is not a forward move, or that
+    someone else moved meanwhile, go through `move` one by one. Returns how many
+    rows moved.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], list[Move]] = {}
+    for m in moves:
+        groups.setdefault((m.row.status, tuple(sorted(m.fields))), []).append(m)
+    moved = 0
+    for (old_value, keys), group in groups.items():
+        old = Status(old_value)
+        if not can_move(old, new) or len(group) == 1:
+            moved += sum(
+                move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
+                for m in group
+            )
+            continue
+        moved += _move_group(s, old, new, keys, group, source)
+    return moved
+
+
+def _move_group(
+    s: Session, old: Status, new: Status, keys: tuple[str, ...], group: list[Move], source: str
+) -> int:
+    now = utcnow()
+    statement = (
+        update(Message)
+        .where(Message.id == bindparam("_id"), Message.status == old.value)  # type: ignore[arg-type]
+        .values(
+            status=new.value, updated_at=bindparam("_at"), **{k: bindparam(f"_{k}") for k in keys}
+        )
+    )
+    params = [{"_id": m.row.id, "_at": now, **{f"_{k}": m.fields[k] for k in keys}} for m in group]
+    result = s.connection().execute(statement, params)
+    done = group
+    if result.rowcount != len(group):  # type: ignore[attr-defined]
+        # Some rows were moved by someone else first: ours carry our `updated_at`.
+        ours = set(
+            s.connection()
+            .execute(
+                select(Message.id).where(
+                    Message.id.in_([m.row.id for m in group]),  # type: ignore[union-attr]
+                    Message.status == new.value,
+                    Message.updated_at == now,
+                )
+            )
+            .scalars()
+        )
+        done = [m for m in group if m.row.id in ours]
+        for m in group:
+            if m.row.id not in ours:
+                s.refresh(m.row)
+                move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
+    by_provider: dict[str, int] = {}
+    for m in done:
+        row = m.row
+        for key, value in {"status": new.value, "updated_at": now, **m.fields}.items():
+            set_committed_value(row, key, value)
+        by_provider[row.provider] = by_provider.get(row.provider, 0) + 1
+        if notify.wants_notification(row, old.value, new.value):
+            notify.add_notification(s, row, old.value, new.value, now)
+        record_event(
+            s,
+            row.id,
+            source=source,
+            kind="status",
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            old=old,
+            new=new,
+            note=m.note,
+            raw=m.raw,
+        )
+        log.info(
+            "message %s %s -> %s",
+            row.id,
+            old.value,
+            new.value,
+            extra={
+                "message_id": row.id,
+                "provider": row.provider,
+                "status": new.value,
+                "attempt": row.attempts,
+            },
+        )
+    for provider, count in by_provider.items():
+        count_status(s, provider, new.value, count)
+    return len(done)
+
+
+def claim_many(
+    s: Session, ids: list[str], now: datetime, token: str | None = None, *, retake: bool = False
+) -> list[str]:
+    """`queued -> sending` for the rows of `ids` still queued, in one UPDATE, under the
+    claim `token`; the ids claimed (a row another task has is left out). See `claim`.
+
+    `retake`: also the rows already `sending` under `token`, when an earlier try of this
+    claim may have committed without the worker hearing so (the store failed between
+    the commit and its answer); they are not counted or recorded a second time.
+    """
+    if not ids:
+        return []
+    taken_again = _own_claims(s, ids, token) if retake and token else []
+    wanted = [i for i in ids if i not in set(taken_again)]
+    claimed = _claim_queued(s, wanted, now, token) if wanted else set()
+    return [i for i in ids if i in claimed or i in taken_again]
+
+
+def _own_claims(s: Session, ids: list[str], token: str) -> list[str]:
+    return list(
+        s.connection()
+        .execute(
+            select(Message.id).where(
+                Message.id.in_(ids),  # type: ignore[union-attr]
+                Message.status == Status.SENDING.value,
+                Message.claim_token == token,
+            )
+        )
+        .scalars()
+    )
+
+
+def _claim_queued(s: Session, ids: list[str], now: datetime, token: str | None) -> set[str]:
+    claimer = liveness.ensure_heartbeat()
+    if s.get_bind().dialect.name == "postgresql":
+        # Row locks first, in id order: one UPDATE locks its rows in the order its plan
+        # meets them (heap order, which changes as rows are updated), so two claims of
+        # overlapping batches could each hold a row the other waits for (a deadlock).
+        s.connection().execute(
+            select(Message.id)
+            .where(Message.id.in_(ids), Message.status == Status.QUEUED.value)  # type: ignore[union-attr]
+            .order_by(Message.id)
+            .with_for_update()
+        )
+    claimed = set(
+        s.connection()
+        .execute(
+            update(Message)
+            .where(
+                Message.id.in_(ids),  # type: ignore[union-attr]
+                Message.status == Status.QUEUED.value,
+            )
+            .values(
+                status=Status.SENDING.value,
+                claimed_at=now,
+                claimed_by=claimer,
+                claim_token=token,
+                updated_at=now,
+                attempts=Message.attempts + 1,
+            )
+            .returning(Message.id)
+        )
+        .scalars()
+    )
+    for message_id in ids:
+        if message_id in claimed:
+            record_event(
+                s,
+                message_id,
+                source="worker",
+                kind="status",
+                old=Status.QUEUED.value,
+                new=Status.SENDING.value,
+                note="claimed for sending",
+            )
+    return claimed
+
+
+def claim(s: Session, message_id: str, now: datetime) -> bool:
+    """`queued -> sending` for one row, atomically; False if another task has it.
+
+    The row keeps this process's claim id (`worker.resilience.liveness`), so if the process
+    dies mid-send, beat settles the row soon after its heartbeat stops.
+    """
+    claimer = liveness.ensure_heartbeat()
+    result = s.connection().execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == Status.QUEUED.value)  # type: ignore[arg-type]
+        .values(
+            status=Status.SENDING.value,
+            claimed_at=now,
+            claimed_by=claimer,
+            updated_at=now,
+            attempts=Message.attempts + 1,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    record_event(
+        s,
+        message_id,
+        source="worker",
+        kind="status",
+        old=Status.QUEUED.value,
+        new=Status.SENDING.value,
+        note="claimed for sending",
+    )
+    return True
