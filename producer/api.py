@@ -19,7 +19,7 @@ from sqlmodel import select
 from producer import db
 from producer.enqueue import publish_send
 from producer.errors import EnqueueError, InvalidMessage
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, MessageEvent, utcnow
 from producer.routing import choose_providers
 from producer.settings import get_settings, provider_settings
@@ -101,7 +101,7 @@ def _build_row(
     chosen = chain[0]
     info = check_text(text, chosen)
     checked_sender = check_sender(sender, chosen)
-    if flash and not LIMITS[chosen].supports_flash:
+    if flash and not limits_for(chosen).supports_flash:
         raise InvalidMessage("flash", f"{chosen} cannot send flash messages")
     now = utcnow()
     held_by_gateway = send_at is not None and gateway_schedules(chosen)
@@ -127,10 +127,11 @@ def _build_row(
 
 
 def gateway_schedules(provider: str) -> bool:
-    """True when `provider` keeps scheduled messages in its own outbox (1601SMS, opt-in)."""
-    return provider == "sms1601" and bool(
-        getattr(provider_settings(provider), "outbox_scheduling", False)
-    )
+    """True when `provider` keeps scheduled messages in its own outbox (its spec says
+    which setting turns that on: 1601SMS's SMSQ_SMS1601_OUTBOX_SCHEDULING)."""
+    from worker.gateways.registry import spec
+
+    return spec(provider).schedules_in_outbox(provider_settings(provider))
 
 
 def _check_flash(flash: object) -> bool:
@@ -258,7 +259,7 @@ def _queue(rows: list[Message], total: int) -> None:
     failed: list[str] = []
     error: Exception | None = None
     for (provider, _text, _sender), ids in batches.items():
-        size = LIMITS[provider].max_batch
+        size = limits_for(provider).max_batch
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from producer.errors import InvalidMessage
-from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
+from producer.settings import get_settings, provider_names, provider_settings
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ def parse_routes(value: str | None) -> list[Route]:
         if not sep or not (prefix == "*" or prefix.isdigit()):
             raise ValueError(f"SMSQ_ROUTES: {entry!r} should look like 243=keccel|sms1601")
         providers = tuple(n.strip().lower() for n in names.split("|") if n.strip())
-        unknown = [n for n in providers if n not in PROVIDER_NAMES]
+        unknown = [n for n in providers if n not in provider_names()]
         if not providers or unknown:
             raise ValueError(
                 f"SMSQ_ROUTES: {entry!r} names unknown provider(s) {unknown}; "
-                f"known: {', '.join(PROVIDER_NAMES)}"
+                f"known: {', '.join(provider_names())}"
             )
         routes.append(Route(prefix, providers))
     return sorted(routes, key=lambda r: (r.prefix == "*", -len(r.prefix)))
@@ -75,7 +75,7 @@ def choose_providers(number: str, provider: str | None) -> tuple[str, ...]:
             )
         chain = (configured[0],)
     for name in chain:
-        if name not in PROVIDER_NAMES:
+        if name not in provider_names():
             raise InvalidMessage("provider", f"unknown provider {name!r}")
     if not provider_settings(chain[0]).configured:
         raise InvalidMessage(

@@ -14,8 +14,6 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROVIDER_NAMES: tuple[str, ...] = ("keccel", "smsclub", "kingsms", "sms1601")
-
 DlrMode = Literal["pull", "push", "both"]
 
 
@@ -48,53 +46,6 @@ class ProviderSettings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this provider holds, for redaction in logs."""
         return [s for s in (self.secret(f) for f in self.secret_fields) if s]
-
-
-class KeccelSettings(ProviderSettings):
-    model_config = SettingsConfigDict(env_prefix="SMSQ_KECCEL_", env_file=".env", extra="ignore")
-    name: ClassVar[str] = "keccel"
-    secret_fields: ClassVar[tuple[str, ...]] = ("token",)
-    base_url: str = "https://api.keccel.com/sms/v2"
-    token: SecretStr | None = None
-
-
-class SmsClubSettings(ProviderSettings):
-    model_config = SettingsConfigDict(env_prefix="SMSQ_SMSCLUB_", env_file=".env", extra="ignore")
-    name: ClassVar[str] = "smsclub"
-    secret_fields: ClassVar[tuple[str, ...]] = ("token",)
-    base_url: str = "https://im.smsclub.mobi"
-    token: SecretStr | None = None
-
-
-class KingSmsSettings(ProviderSettings):
-    model_config = SettingsConfigDict(env_prefix="SMSQ_KINGSMS_", env_file=".env", extra="ignore")
-    name: ClassVar[str] = "kingsms"
-    secret_fields: ClassVar[tuple[str, ...]] = ("api_key", "client_id")
-    base_url: str = "https://edok-api.kingsmspro.org/api/v1"
-    api_key: SecretStr | None = None
-    client_id: SecretStr | None = None
-
-
-class Sms1601Settings(ProviderSettings):
-    model_config = SettingsConfigDict(env_prefix="SMSQ_SMS1601_", env_file=".env", extra="ignore")
-    name: ClassVar[str] = "sms1601"
-    secret_fields: ClassVar[tuple[str, ...]] = ("username", "password")
-    base_url: str = "http://217.19.227.48/module"
-    username: SecretStr | None = None
-    password: SecretStr | None = None
-    password_sha1: bool = False
-    test_mode: bool = False
-    # Hand messages with `send_at` to the gateway's outbox (`datum`) at once, instead of
-    # holding them in smsq's store; `smsq cancel ID` then removes them from the outbox.
-    outbox_scheduling: bool = False
-
-
-PROVIDER_SETTINGS: dict[str, type[ProviderSettings]] = {
-    "keccel": KeccelSettings,
-    "smsclub": SmsClubSettings,
-    "kingsms": KingSmsSettings,
-    "sms1601": Sms1601Settings,
-}
 
 
 class Settings(BaseSettings):
@@ -161,7 +112,7 @@ class Settings(BaseSettings):
         return parse_schedule(self.poll_schedule)
 
     def configured_providers(self) -> list[str]:
-        return [n for n in PROVIDER_NAMES if provider_settings(n).configured]
+        return [n for n in provider_names() if provider_settings(n).configured]
 
 
 def parse_schedule(value: str) -> list[float]:
@@ -188,13 +139,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-@lru_cache(maxsize=8)
+def provider_names() -> tuple[str, ...]:
+    """Every gateway smsq knows (`worker.gateways.registry`: the one list)."""
+    from worker.gateways.registry import names
+
+    return names()
+
+
+@lru_cache(maxsize=32)
 def provider_settings(name: str) -> ProviderSettings:
-    try:
-        cls = PROVIDER_SETTINGS[name]
-    except KeyError:
-        raise KeyError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}") from None
-    return cls()
+    """The gateway's own settings class (declared in its spec), read from SMSQ_<P>_*."""
+    from worker.gateways.registry import spec
+
+    return spec(name).settings()
 
 
 def reload_settings() -> None:
@@ -205,7 +162,7 @@ def reload_settings() -> None:
 
 def all_secrets() -> list[str]:
     """Every configured secret, for log redaction."""
-    secrets = [s for n in PROVIDER_NAMES for s in provider_settings(n).secret_values()]
+    secrets = [s for n in provider_names() for s in provider_settings(n).secret_values()]
     settings = get_settings()
     for extra in (
         settings.flower_basic_auth,

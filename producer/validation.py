@@ -9,8 +9,8 @@ import phonenumbers
 
 from producer.encoding import TextInfo, analyse
 from producer.errors import InvalidMessage
-from producer.limits import LIMITS
-from producer.settings import PROVIDER_NAMES
+from producer.limits import limits_for
+from producer.settings import provider_names
 
 # What people paste around a number: spaces, dashes, dots, brackets, a leading + or 00.
 _NUMBER_CHARS = re.compile(r"^\(?\+?[0-9 ().\-/]+$")
@@ -63,9 +63,9 @@ def normalise_number(value: object, field: str = "to") -> str:
 
 
 def check_provider(value: object, field: str = "provider") -> str:
-    if not isinstance(value, str) or value.strip().lower() not in PROVIDER_NAMES:
+    if not isinstance(value, str) or value.strip().lower() not in provider_names():
         raise InvalidMessage(
-            field, f"unknown provider {value!r}; known: {', '.join(PROVIDER_NAMES)}"
+            field, f"unknown provider {value!r}; known: {', '.join(provider_names())}"
         )
     return value.strip().lower()
 
@@ -78,7 +78,7 @@ def check_text(value: object, provider: str, field: str = "text") -> TextInfo:
     if "\x00" in value:
         raise InvalidMessage(field, "contains a NUL character")
     _encodable(value, field)
-    limits = LIMITS[provider]
+    limits = limits_for(provider)
     if len(value) > limits.max_text:
         raise InvalidMessage(
             field, f"has {len(value)} characters; {provider} takes at most {limits.max_text}"
@@ -103,7 +103,7 @@ def check_sender(value: object, provider: str, field: str = "sender") -> str | N
         raise InvalidMessage(field, "is empty; leave it out to use the provider's default")
     if _SENDER_NUMERIC.match(sender):
         return sender
-    limit = LIMITS[provider].max_sender
+    limit = limits_for(provider).max_sender
     if len(sender) > limit:
         raise InvalidMessage(field, f"{sender!r} is longer than {limit} characters")
     if not _SENDER_ALNUM.match(sender):

@@ -20,9 +20,9 @@ from sqlmodel import select
 from producer import db
 from producer.api import get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message
-from producer.settings import PROVIDER_NAMES, get_settings
+from producer.settings import get_settings, provider_names
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
@@ -124,7 +124,7 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
     slow store never stalls the event loop, and a duplicate report is harmless:
     the state machine keeps it as an event and changes nothing.
     """
-    if provider not in PROVIDER_NAMES or not LIMITS[provider].supports_push:
+    if provider not in provider_names() or not limits_for(provider).supports_push:
         return JSONResponse({"error": "no delivery callbacks for this provider"}, status_code=404)
     try:
         valid = await run_in_threadpool(token_is_valid, provider, token)

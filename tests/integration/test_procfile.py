@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
-from producer.settings import PROVIDER_NAMES
+from producer.settings import provider_names
 from worker.gateways.sandbox.server import start_in_thread
 from worker.ops.stack import sandbox_env
 
@@ -81,7 +81,7 @@ def test_honcho_start_runs_the_procfile_stack(tmp_path: Path) -> None:
             "SMSQ_POLL_SCHEDULE": "0.5,0.5,1,2",
             "SMSQ_TICK_SECONDS": "0.5",
             "SMSQ_LOG_JSON": "true",
-            **sandbox_env(sandbox.url, list(PROVIDER_NAMES)),
+            **sandbox_env(sandbox.url, list(provider_names())),
         }
     )
     secrets = [v for k, v in env.items() if k.startswith("SMSQ_") and _is_secret(k)]

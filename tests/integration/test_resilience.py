@@ -20,11 +20,11 @@ from sqlmodel import select
 from producer import db, send_sms
 from producer.models import Message, MessageEvent, new_id, utcnow
 from producer.queues import broker_url
-from producer.settings import PROVIDER_NAMES, get_settings, reload_settings
+from producer.settings import get_settings, provider_names, reload_settings
 from producer.status import Status
 from tests.integration.conftest import wait_for, wait_status
-from worker.gateways import build_adapter
 from worker.gateways.base import OutgoingMessage
+from worker.gateways.registry import build_adapter
 from worker.gateways.sandbox.base import Fault
 from worker.resilience.breaker import Breaker
 from worker.tracking.callback_urls import dlr_url_for
@@ -55,7 +55,7 @@ def send_503s(sim) -> int:  # type: ignore[no-untyped-def]
 def breakers(stack) -> Iterator[dict[str, Breaker]]:  # type: ignore[no-untyped-def]
     """The stack's breakers (its Redis), closed before and after each test."""
     client = redis.Redis.from_url(broker_url())
-    found = {name: Breaker(name, client) for name in PROVIDER_NAMES}
+    found = {name: Breaker(name, client) for name in provider_names()}
     for breaker in found.values():
         breaker.reset()
     yield found

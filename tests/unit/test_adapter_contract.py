@@ -30,9 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.limits import LIMITS
+from producer.limits import limits_for
+from producer.settings import provider_names
 from producer.status import Status
-from worker.gateways import adapter_class
 from worker.gateways.base import (
     Balance,
     OutgoingMessage,
@@ -43,6 +43,7 @@ from worker.gateways.base import (
     SendResult,
     StatusReport,
 )
+from worker.gateways.registry import adapter_class
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -628,9 +629,9 @@ def test_limits_come_from_producer_limits(name: str) -> None:
     spec = SPECS[name]
     adapter = build(spec, always(lambda: _text("unused")))
     assert adapter.name == name
-    assert adapter.max_batch == LIMITS[name].max_batch
-    assert adapter.max_status_batch == LIMITS[name].max_status_batch
-    assert adapter.max_text == LIMITS[name].max_text
+    assert adapter.max_batch == limits_for(name).max_batch
+    assert adapter.max_status_batch == limits_for(name).max_status_batch
+    assert adapter.max_text == limits_for(name).max_text
 
 
 # -- robustness: any status, any body -------------------------------------------------
@@ -795,7 +796,7 @@ def test_robustness_examples(name: str, op: str, code: int, body: str) -> None:
 
 
 def test_every_adapter_is_in_the_table() -> None:
-    assert set(NAMES) == set(LIMITS)
+    assert set(NAMES) == set(provider_names())
     for name in NAMES:
         assert re.fullmatch(r"[a-z0-9]+", name)
         assert adapter_class(name).name == name

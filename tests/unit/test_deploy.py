@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from producer import settings as smsq_settings
+from worker.gateways import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -40,7 +41,7 @@ UNIT_FILES = sorted(SYSTEMD.glob("*.service"))
 
 def real_settings() -> set[str]:
     names = {"SMSQ_" + field.upper() for field in smsq_settings.Settings.model_fields}
-    for cls in smsq_settings.PROVIDER_SETTINGS.values():
+    for cls in (spec.settings for spec in registry.specs()):
         prefix = cls.model_config["env_prefix"]
         names |= {prefix + field.upper() for field in cls.model_fields}
     return names

@@ -27,9 +27,9 @@ from sqlmodel import func, select
 
 from producer import InvalidMessage, db, send_bulk, send_sms
 from producer import api as producer_api
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, MessageEvent
-from producer.settings import PROVIDER_NAMES, reload_settings
+from producer.settings import provider_names, reload_settings
 from producer.status import Status, can_move
 from tests.unit.test_adapter_contract import (
     NAMES,
@@ -41,8 +41,8 @@ from tests.unit.test_adapter_contract import (
     call,
     check_outcome,
 )
-from worker.gateways import adapter_class
 from worker.gateways.base import ProviderError, StatusReport
+from worker.gateways.registry import adapter_class
 from worker.tracking.callback_urls import callback_token
 
 FUZZ = settings(
@@ -127,7 +127,9 @@ senders = (
     | any_text
     | bad_values
 )
-providers = st.none() | st.sampled_from([*PROVIDER_NAMES, "KECCEL", " smsclub ", "nope"]) | any_text
+providers = (
+    st.none() | st.sampled_from([*provider_names(), "KECCEL", " smsclub ", "nope"]) | any_text
+)
 offsets = st.builds(
     lambda minutes: timezone(timedelta(minutes=minutes)),
     st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1),
@@ -364,7 +366,7 @@ cli_text = st.text(st.characters() | ODD_DIGITS | SURROGATES, max_size=40).filte
 @given(
     to=st.lists(decorated.filter(lambda v: "\x00" not in v) | cli_text, min_size=1, max_size=3),
     text=cli_text | st.sampled_from(["Hello", "--text", "-"]),
-    provider=st.none() | st.sampled_from(PROVIDER_NAMES) | cli_text,
+    provider=st.none() | st.sampled_from(provider_names()) | cli_text,
     sender=st.none() | st.sampled_from(["SMSQ", "12345"]) | cli_text,
     at=st.none() | cli_text | st.sampled_from([FAR_FUTURE_WEST, "2099-01-01T00:00:00Z", "x"]),
 )
@@ -416,7 +418,7 @@ def test_cli_any_argv_exits_0_or_2_without_a_traceback(
 
 
 # -- 3. delivery callbacks ---------------------------------------------------------
-PUSH = tuple(n for n in PROVIDER_NAMES if LIMITS[n].supports_push)
+PUSH = tuple(n for n in provider_names() if limits_for(n).supports_push)
 PIDS = ("4242", "4243", "587854667", "1234567")
 RAW_STATUSES = (
     "DELIVERED", "FAILED", "DLV", "EXP", "ERD", "ACT", "NOT DELIVERED", "REJECTED", "BUFFERED",
@@ -537,7 +539,7 @@ def push(**kw: Any) -> dict[str, Any]:
 @given(
     provider=mostly(
         st.sampled_from(PUSH),
-        st.sampled_from([*PROVIDER_NAMES, "KECCEL", "nope", "..", "%2e%2e"])
+        st.sampled_from([*provider_names(), "KECCEL", "nope", "..", "%2e%2e"])
         | st.text(URL_CHARS, min_size=1, max_size=10),
         3,
     ),
@@ -565,7 +567,7 @@ def test_callbacks_never_5xx_and_only_move_messages_forward(
     ctype: str | None,
 ) -> None:
     client, _ = dlr_client
-    if token == "right" and provider in PROVIDER_NAMES:
+    if token == "right" and provider in provider_names():
         token = callback_token(provider)
     elif token == "right-other":
         token = callback_token("keccel" if provider != "keccel" else "kingsms")

@@ -14,7 +14,7 @@ from sqlmodel import func, select
 import producer
 from producer import EnqueueError, InvalidMessage, db, get_status, send_bulk, send_sms
 from producer import api as producer_api
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, MessageEvent
 from producer.settings import reload_settings
 
@@ -121,7 +121,7 @@ def test_send_bulk_250_smsclub_numbers_three_batches(published: Recorder) -> Non
     assert len(ids) == 250 == len(set(ids))
     assert count(Message) == 250
     assert len(published.calls) == 3
-    assert all(len(c) <= LIMITS["smsclub"].max_batch for c in published.calls)
+    assert all(len(c) <= limits_for("smsclub").max_batch for c in published.calls)
     assert [len(c) for c in published.calls] == [100, 100, 50]
     assert [i for c in published.calls for i in c] == ids
     assert {r.provider for r in rows()} == {"smsclub"}
@@ -175,7 +175,7 @@ FUTURE = datetime.now(UTC) + timedelta(days=3650)
         ({"to": None}, "to"),
         ({"text": ""}, "text"),
         ({"text": "   "}, "text"),
-        ({"text": "a" * (LIMITS["keccel"].max_text + 1)}, "text"),
+        ({"text": "a" * (limits_for("keccel").max_text + 1)}, "text"),
         ({"text": "ж" * 400}, "text"),  # 6 UCS-2 parts, keccel takes 5
         ({"text": "a\x00b"}, "text"),
         ({"sender": "ABCDEFGHIJKL"}, "sender"),

@@ -11,13 +11,13 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from producer.settings import KingSmsSettings
 from producer.status import TERMINAL, Status
 from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
+from worker.gateways.kingsms import KingSmsSettings
 from worker.gateways.kingsms.adapter import (
     STATUS_DESCRIPTIONS,
     KingSmsAdapter,

@@ -12,14 +12,14 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from producer.limits import LIMITS
-from producer.settings import Sms1601Settings
+from producer.limits import limits_for
 from producer.status import Status
 from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
+from worker.gateways.sms1601 import Sms1601Settings
 from worker.gateways.sms1601.adapter import (
     ACCOUNT,
     MESSAGE,
@@ -169,7 +169,7 @@ def test_batches_over_the_limit_are_chunked() -> None:
         seen.append(data)
         return httpx.Response(200, text="OK 5")
 
-    limit = LIMITS["sms1601"].max_batch
+    limit = limits_for("sms1601").max_batch
     batch = [msg(f"r{i}", f"3160{i:07d}") for i in range(limit + 3)]
     results = adapter(handler).send(batch)
     assert [len(s["naar"].split(",")) for s in seen] == [limit, 3]

@@ -11,13 +11,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producer.settings import SmsClubSettings
 from producer.status import Status
 from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
     RetryableProviderError,
 )
+from worker.gateways.smsclub import SmsClubSettings
 from worker.gateways.smsclub.adapter import DUPLICATE_NOTE, SmsClubAdapter
 
 BASE = "https://im.smsclub.mobi"

@@ -19,7 +19,7 @@ from tests.unit.conftest import isolate, restore
 from worker.gateways.base import LookupResult, OutgoingMessage, RetryableProviderError
 from worker.gateways.keccel.adapter import KeccelAdapter
 from worker.gateways.kingsms.adapter import KingSmsAdapter
-from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS
+from worker.gateways.sandbox.base import sandbox_credentials
 from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
 from worker.gateways.sms1601 import adapter as sms1601_module
 from worker.gateways.sms1601.adapter import Sms1601Adapter
@@ -43,7 +43,7 @@ def sims(sandbox: RunningSandbox):  # type: ignore[no-untyped-def]
 
 
 def sms1601(sandbox: RunningSandbox) -> Sms1601Adapter:
-    creds = SANDBOX_CREDENTIALS["sms1601"]
+    creds = sandbox_credentials("sms1601")
     return Sms1601Adapter(
         username=creds["username"],
         password=creds["password"],
@@ -53,7 +53,7 @@ def sms1601(sandbox: RunningSandbox) -> Sms1601Adapter:
 
 
 def kingsms(sandbox: RunningSandbox) -> KingSmsAdapter:
-    creds = SANDBOX_CREDENTIALS["kingsms"]
+    creds = sandbox_credentials("kingsms")
     return KingSmsAdapter(
         api_key=creds["api_key"],
         client_id=creds["client_id"],

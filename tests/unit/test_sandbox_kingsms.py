@@ -22,11 +22,11 @@ from worker.gateways.base import (
 )
 from worker.gateways.kingsms.adapter import KingSmsAdapter
 from worker.gateways.kingsms.simulator import KingSmsSim
-from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.base import Fault, sandbox_credentials
 from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
 
 DELAY = 0.3
-CREDS = SANDBOX_CREDENTIALS["kingsms"]
+CREDS = sandbox_credentials("kingsms")
 
 
 @pytest.fixture(scope="module")

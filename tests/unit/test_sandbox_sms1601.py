@@ -18,12 +18,12 @@ from worker.gateways.base import (
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.base import Fault, sandbox_credentials
 from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
 from worker.gateways.sms1601.adapter import Sms1601Adapter, to_gateway_datum
 from worker.gateways.sms1601.simulator import Sms1601Sim
 
-CREDS = SANDBOX_CREDENTIALS["sms1601"]
+CREDS = sandbox_credentials("sms1601")
 DELAY = 0.3
 
 

@@ -15,13 +15,13 @@ from worker.gateways.base import (
     PermanentProviderError,
     RetryableProviderError,
 )
-from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS, Fault
+from worker.gateways.sandbox.base import Fault, sandbox_credentials
 from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
 from worker.gateways.smsclub.adapter import DUPLICATE_NOTE, SmsClubAdapter
 from worker.gateways.smsclub.simulator import SmsClubSim
 
 DELIVERY = 0.3
-TOKEN = SANDBOX_CREDENTIALS["smsclub"]["token"]
+TOKEN = sandbox_credentials("smsclub")["token"]
 _texts = itertools.count(1)
 
 

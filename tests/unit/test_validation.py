@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from producer.errors import InvalidMessage
-from producer.limits import LIMITS
+from producer.limits import limits_for
+from producer.settings import provider_names
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     MAX_URL,
@@ -119,7 +120,7 @@ def test_no_sender_is_none() -> None:
     assert check_sender(None, "keccel") is None
 
 
-@pytest.mark.parametrize("provider", sorted(LIMITS))
+@pytest.mark.parametrize("provider", sorted(provider_names()))
 def test_sender_12_chars_refused(provider: str) -> None:
     with pytest.raises(InvalidMessage) as info:
         check_sender("ABCDEFGHIJKL", provider)
@@ -177,12 +178,12 @@ def test_empty_text_refused(text: str) -> None:
     assert "empty" in info.value.rule
 
 
-@pytest.mark.parametrize("provider", sorted(LIMITS))
+@pytest.mark.parametrize("provider", sorted(provider_names()))
 def test_text_at_provider_max_ok_and_one_more_refused(provider: str) -> None:
-    limit = LIMITS[provider].max_text
+    limit = limits_for(provider).max_text
     info = check_text("a" * limit, provider)
     assert info.encoding == "gsm7"
-    assert info.segments <= LIMITS[provider].max_segments
+    assert info.segments <= limits_for(provider).max_segments
     with pytest.raises(InvalidMessage) as exc:
         check_text("a" * (limit + 1), provider)
     assert exc.value.field == "text"
@@ -192,7 +193,7 @@ def test_text_at_provider_max_ok_and_one_more_refused(provider: str) -> None:
 
 def test_text_too_many_ucs2_parts_refused() -> None:
     # 459 characters is sms1601's max, but in UCS-2 that is 7 parts, over its 3
-    limits = LIMITS["sms1601"]
+    limits = limits_for("sms1601")
     with pytest.raises(InvalidMessage) as exc:
         check_text("ж" * limits.max_text, "sms1601")
     assert exc.value.field == "text"

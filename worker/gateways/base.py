@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from producer.limits import LIMITS, ProviderLimits
+from producer.limits import ProviderLimits, limits_for
+from producer.settings import ProviderSettings
 from producer.status import Status
 
 # httpx logs every request line at INFO, query string included (1601SMS would
@@ -144,7 +145,7 @@ class Balance:
 
 
 class ProviderAdapter(ABC):
-    """Base of the four adapters. Subclasses set `name` and fill in the hooks."""
+    """Base of every adapter. Subclasses set `name` and fill in the hooks."""
 
     name: ClassVar[str]
     status_map: ClassVar[Mapping[str, Status | None]] = {}
@@ -167,7 +168,14 @@ class ProviderAdapter(ABC):
     # -- declared limits -------------------------------------------------
     @classmethod
     def limits(cls) -> ProviderLimits:
-        return LIMITS[cls.name]
+        return limits_for(cls.name)
+
+    @classmethod
+    @abstractmethod
+    def from_settings(
+        cls, settings: ProviderSettings, client: httpx.Client | None = None
+    ) -> ProviderAdapter:
+        """An adapter from the gateway's SMSQ_<P>_* settings (`worker.gateways.registry`)."""
 
     @property
     def max_batch(self) -> int:

@@ -7,13 +7,21 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
 from producer.errors import EnqueueError, InvalidMessage
-from producer.settings import PROVIDER_NAMES, get_settings
+from producer.settings import get_settings, provider_names
+from worker.gateways import registry
 from worker.gateways.base import ProviderError
+from worker.gateways.spec import (
+    GatewaySpec,
+    ListsSenders,
+    ReportQuery,
+    ReportsByDate,
+    ReportsRecent,
+)
 
 
 class UsageError(Exception):
@@ -25,6 +33,11 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _gateways(able: Callable[[GatewaySpec], bool]) -> list[str]:
+    """The registered gateways whose spec has an ability (CLI choices)."""
+    return [s.name for s in registry.specs() if able(s)]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="smsq", description="SMS dispatch on Celery and Redis.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -32,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="queue a message to one or more numbers")
     send.add_argument("--to", action="append", required=True, help="number (repeatable)")
     send.add_argument("--text", required=True)
-    send.add_argument("--provider", choices=PROVIDER_NAMES)
+    send.add_argument("--provider", choices=provider_names())
     send.add_argument("--sender")
     send.add_argument("--at", help="send later: ISO 8601 date and time")
     send.add_argument("--idempotency-key")
@@ -48,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     balance.add_argument("--json", action="store_true")
 
     alerts = sub.add_parser("alerts", help="balance alerts raised, newest first")
-    alerts.add_argument("--provider", choices=PROVIDER_NAMES)
+    alerts.add_argument("--provider", choices=provider_names())
     alerts.add_argument("--limit", type=int, default=20)
     alerts.add_argument("--json", action="store_true")
 
@@ -65,17 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("id")
 
     senders = sub.add_parser("senders", help="sender names the provider allows")
-    senders.add_argument("provider", choices=["smsclub"])
+    senders.add_argument("provider", choices=_gateways(lambda s: s.sender_list))
 
+    by_date = ", ".join(_gateways(lambda s: s.report_query == ReportQuery.DATE_RANGE))
+    recent = ", ".join(_gateways(lambda s: s.report_query == ReportQuery.RECENT))
     report = sub.add_parser("report", help="delivery reports from the provider")
-    report.add_argument("provider", choices=["kingsms", "sms1601"])
-    report.add_argument("--from", dest="date_from", help="YYYY-MM-DD (kingsms)")
-    report.add_argument("--to", dest="date_to", help="YYYY-MM-DD (kingsms)")
-    report.add_argument("--count", type=int, default=100, help="last N reports (sms1601)")
+    report.add_argument("provider", choices=_gateways(lambda s: s.report_query != ReportQuery.NONE))
+    report.add_argument("--from", dest="date_from", help=f"YYYY-MM-DD ({by_date})")
+    report.add_argument("--to", dest="date_to", help=f"YYYY-MM-DD ({by_date})")
+    report.add_argument("--count", type=int, default=100, help=f"last N reports ({recent})")
     report.add_argument("--json", action="store_true")
 
     cb = sub.add_parser("callback-url", help="the delivery-callback URL to give a provider")
-    cb.add_argument("provider", choices=PROVIDER_NAMES)
+    cb.add_argument("provider", choices=provider_names())
     return p
 
 
@@ -255,11 +270,11 @@ def _flower(args: argparse.Namespace) -> int:
 
 
 def _callback_url(args: argparse.Namespace) -> int:
-    from producer.limits import LIMITS
+    from producer.limits import limits_for
     from producer.settings import provider_settings
     from worker.tracking.callback_urls import callback_url
 
-    if not LIMITS[args.provider].supports_push:
+    if not limits_for(args.provider).supports_push:
         raise UsageError(
             f"provider: {args.provider} does not push delivery reports; smsq polls it (pull)"
         )
@@ -288,7 +303,10 @@ def _cancel(args: argparse.Namespace) -> int:
 def _senders(args: argparse.Namespace) -> int:
     from worker.gateways.registry import get_adapter
 
-    for name in get_adapter(args.provider).fetch_senders():  # type: ignore[attr-defined]
+    adapter = get_adapter(args.provider)
+    if not isinstance(adapter, ListsSenders):
+        raise UsageError(f"{args.provider} cannot list its senders")
+    for name in adapter.fetch_senders():
         print(name)
     return 0
 
@@ -306,15 +324,17 @@ def _report(args: argparse.Namespace) -> int:
     from worker.gateways.registry import get_adapter
 
     adapter = get_adapter(args.provider)
-    if args.provider == "kingsms":
+    if isinstance(adapter, ReportsByDate):
         start, end = _parse_day(args.date_from, "--from"), _parse_day(args.date_to, "--to")
         if end < start:
             raise UsageError("--to: must not be before --from")
-        reports = adapter.fetch_reports(start, end)  # type: ignore[attr-defined]
-    else:
+        reports = adapter.fetch_reports(start, end)
+    elif isinstance(adapter, ReportsRecent):
         if args.count < 1:
             raise UsageError("--count: must be at least 1")
-        reports = adapter.fetch_report(args.count)  # type: ignore[attr-defined]
+        reports = adapter.fetch_report(args.count)
+    else:
+        raise UsageError(f"{args.provider} offers no delivery reports to read")
     rows = [
         {
             "provider_message_id": r.provider_message_id,

@@ -15,28 +15,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from producer.limits import limits_for
 from producer.status import TERMINAL, Status
+from worker.gateways import registry
 from worker.gateways.sandbox.base import outcome_for
 from worker.ops.stack import Stack
 
-# Valid numbers of each gateway's country; the last digit is replaced per message.
-NUMBER_STEMS = {
-    "keccel": "24385123456",
-    "smsclub": "38098936113",
-    "kingsms": "2289044367",
-    "sms1601": "3161234567",
-}
+# The last digit of each gateway's sample number, one message each (see outcome_for).
 LAST_DIGITS = "1234567890"
-# Keccel reports FAILED for both undelivered and expired messages.
-EXPECTED = {
-    ("keccel", "expired"): Status.UNDELIVERED,
-    ("sms1601", "expired"): Status.UNDELIVERED,
-}
 
 
 def expected_status(provider: str, to: str) -> Status:
     outcome = outcome_for(to)
-    return EXPECTED.get((provider, outcome), Status(outcome))
+    if outcome == "expired":
+        return registry.spec(provider).expired_reported_as
+    return Status(outcome)
 
 
 def run_demo(data_dir: Path, timeout: float = 120.0) -> int:
@@ -46,15 +39,20 @@ def run_demo(data_dir: Path, timeout: float = 120.0) -> int:
     try:
         stack.start()
         assert stack.sandbox is not None
-        providers = [p for p in NUMBER_STEMS if p in stack.sandbox.sandbox.sims]
+        providers = [
+            s.name
+            for s in registry.specs()
+            if s.sample_number and s.name in stack.sandbox.sandbox.sims
+        ]
         console.print(f"stack up; web on {stack.web_url}; gateways: {', '.join(providers)}")
-        # One 503 at Keccel first, to show a retry that sends once.
-        httpx.post(f"{stack.sandbox.url}/_control/keccel/faults", json={"status": 503, "times": 1})
+        first = providers[0]
+        # One 503 at the first gateway, to show a retry that sends once.
+        httpx.post(f"{stack.sandbox.url}/_control/{first}/faults", json={"status": 503, "times": 1})
         sent = _send_batch(providers, console)
         _follow(sent, timeout, console)
         ok = _final_table(sent, console)
-        # The simulated Keccel account expires in five days: the check warns (`expiring`).
-        httpx.post(f"{stack.sandbox.url}/_control/keccel/account", json={"expires_in_days": 5})
+        # The first gateway's simulated account expires in five days: `expiring` shows.
+        httpx.post(f"{stack.sandbox.url}/_control/{first}/account", json={"expires_in_days": 5})
         _balances(console)
         return 0 if ok else 1
     finally:
@@ -67,15 +65,16 @@ def _send_batch(providers: list[str], console: Console) -> list[tuple[str, str, 
 
     sent: list[tuple[str, str, str]] = []
     stamp = time.strftime("%H:%M:%S")
+    bulk = next((p for p in providers if limits_for(p).max_batch >= len(LAST_DIGITS)), None)
     for provider in providers:
-        numbers = [NUMBER_STEMS[provider] + d for d in LAST_DIGITS]
-        if provider == "smsclub":  # one request carries all ten numbers
+        numbers = [registry.spec(provider).sample_number + d for d in LAST_DIGITS]
+        if provider == bulk:  # one request carries all ten numbers
             ids = send_bulk(numbers, f"smsq demo {stamp}: bulk hello", provider=provider)
             sent.extend((mid, provider, n) for mid, n in zip(ids, numbers, strict=True))
             continue
         for i, number in enumerate(numbers):
             text = f"smsq demo {stamp} #{i}: hello from smsq"
-            if provider == "keccel" and i == 3:
+            if provider == providers[0] and i == 3:
                 text = f"smsq demo {stamp}: Ŝtatus ✓ in UCS-2, more than seventy characters long…"
             sent.append((send_sms(number, text, provider=provider), provider, number))
     console.print(f"queued {len(sent)} messages through {len(providers)} gateways")

@@ -16,17 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producer.embedded_redis import ensure_embedded_redis, running_url, stop_embedded_redis
-from producer.settings import PROVIDER_NAMES, reload_settings
-from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS
+from producer.settings import provider_names, reload_settings
+from worker.gateways import registry
 from worker.gateways.sandbox.server import RunningSandbox, free_port, start_in_thread
 
-CREDENTIAL_ENV = {
-    "keccel": {"token": "SMSQ_KECCEL_TOKEN"},
-    "smsclub": {"token": "SMSQ_SMSCLUB_TOKEN"},
-    "kingsms": {"api_key": "SMSQ_KINGSMS_API_KEY", "client_id": "SMSQ_KINGSMS_CLIENT_ID"},
-    "sms1601": {"username": "SMSQ_SMS1601_USERNAME", "password": "SMSQ_SMS1601_PASSWORD"},
-}
-SANDBOX_SENDERS = {"keccel": "SMSQ", "smsclub": "SMSQ", "kingsms": "SMSQ", "sms1601": "SMSQ"}
+SANDBOX_SENDER = "SMSQ"
 
 
 def reset_process_state() -> None:
@@ -45,11 +39,12 @@ def reset_process_state() -> None:
 def sandbox_env(sandbox_url: str, providers: list[str] | None = None) -> dict[str, str]:
     """SMSQ_* variables pointing `providers` at a sandbox with its credentials."""
     env: dict[str, str] = {}
-    for name in providers or list(PROVIDER_NAMES):
+    for name in providers or list(provider_names()):
+        spec = registry.spec(name)
         env[f"SMSQ_{name.upper()}_BASE_URL"] = f"{sandbox_url}/{name}"
-        env[f"SMSQ_{name.upper()}_SENDER"] = SANDBOX_SENDERS[name]
-        for field_name, var in CREDENTIAL_ENV[name].items():
-            env[var] = SANDBOX_CREDENTIALS[name][field_name]
+        env[f"SMSQ_{name.upper()}_SENDER"] = SANDBOX_SENDER
+        for field_name, var in spec.credential_env().items():
+            env[var] = spec.sandbox_credentials[field_name]
     return env
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from producer import db
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
@@ -124,7 +124,7 @@ def _queue_due_sends(queue_send: SendQueue) -> int:
     for row in leased:
         groups.setdefault((row.provider, row.text, row.sender), []).append(row.id)
     for (provider, _t, _s), ids in groups.items():
-        size = LIMITS[provider].max_batch
+        size = limits_for(provider).max_batch
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             try:
@@ -142,7 +142,7 @@ def _queue_due_polls(queue_poll: PollQueue) -> int:
     for row in leased:
         by_provider.setdefault(row.provider, []).append(row.id)
     for provider, ids in by_provider.items():
-        size = max(LIMITS[provider].max_status_batch, 20)
+        size = max(limits_for(provider).max_status_batch, 20)
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             try:

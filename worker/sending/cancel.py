@@ -8,6 +8,7 @@ from producer.errors import InvalidMessage
 from producer.models import Message, utcnow
 from producer.status import Status
 from worker.gateways.registry import get_adapter
+from worker.gateways.spec import CancelsScheduled
 from worker.store.transitions import move
 
 
@@ -27,7 +28,10 @@ def cancel_message(message_id: str) -> MessageStatus:
         )
     if not in_outbox or row is None:
         return cancel(message_id)
-    removed = get_adapter(row.provider).cancel_scheduled(row.provider_message_id)  # type: ignore[attr-defined]
+    adapter = get_adapter(row.provider)
+    if not isinstance(adapter, CancelsScheduled):
+        raise InvalidMessage("id", f"{row.provider} cannot remove a message from its outbox")
+    removed = adapter.cancel_scheduled(row.provider_message_id)
     if not removed:
         raise InvalidMessage(
             "id", f"{row.provider} has no outbox message {row.provider_message_id} any more"

@@ -38,10 +38,10 @@ from sqlmodel import Session, select
 from producer import db
 from producer.api import gateway_schedules
 from producer.errors import InvalidMessage
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, utcnow
 from producer.queues import MAX_COUNTDOWN
-from producer.settings import PROVIDER_NAMES, get_settings, provider_settings
+from producer.settings import get_settings, provider_names, provider_settings
 from producer.status import Status
 from producer.validation import check_sender, check_text
 from worker.gateways.base import (
@@ -166,9 +166,9 @@ def send_messages(
     for row in rows:
         by_provider.setdefault(row.provider, []).append(row)
     batches = [
-        (provider, group[start : start + LIMITS[provider].max_batch])
+        (provider, group[start : start + limits_for(provider).max_batch])
         for provider, group in by_provider.items()
-        for start in range(0, len(group), LIMITS[provider].max_batch)
+        for start in range(0, len(group), limits_for(provider).max_batch)
     ]
     for index, (provider, batch) in enumerate(batches):
         stage = _Stage()
@@ -445,7 +445,7 @@ def fallback_for(row: Message) -> tuple[str | None, list[str]]:
     for name in [n.strip() for n in (row.fallbacks or "").split(",") if n.strip()]:
         if name == row.provider:
             continue
-        if name not in PROVIDER_NAMES or not provider_settings(name).configured:
+        if name not in provider_names() or not provider_settings(name).configured:
             skipped.append(f"{name} is not configured")
             continue
         misfit = _misfit(row, name)
@@ -470,7 +470,7 @@ def _misfit(row: Message, provider: str) -> str | None:
         check_sender(row.sender, provider)
     except InvalidMessage as exc:
         return str(exc)
-    if row.flash and not LIMITS[provider].supports_flash:
+    if row.flash and not limits_for(provider).supports_flash:
         return "flash: not supported"
     return None
 

@@ -52,7 +52,10 @@ def callback_url(provider: str) -> str | None:
 
 
 def dlr_url_for(provider: str) -> str | None:
-    """The per-message DLR URL to send along (KING SMS PRO only), in push or both mode."""
-    if provider != "kingsms" or provider_settings(provider).dlr_mode == "pull":
+    """The per-message DLR URL to send along, for a gateway whose spec takes one (KING
+    SMS PRO), in push or both mode."""
+    from worker.gateways.registry import spec
+
+    if not spec(provider).per_message_dlr_url or provider_settings(provider).dlr_mode == "pull":
         return None
     return callback_url(provider)

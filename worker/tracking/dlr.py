@@ -7,7 +7,7 @@ import json
 from sqlmodel import Session, select
 
 from producer import db
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from producer.models import Message, MessageEvent
 from producer.settings import provider_settings
 from producer.status import Status
@@ -55,7 +55,7 @@ def apply_push(provider: str, reports: list[StatusReport]) -> dict[str, int]:
 
 
 def _may_push(provider: str) -> bool:
-    return LIMITS[provider].supports_push and provider_settings(provider).dlr_mode != "pull"
+    return limits_for(provider).supports_push and provider_settings(provider).dlr_mode != "pull"
 
 
 def adopt_early_reports(s: Session, row: Message) -> int:

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer.encoding import analyse
-from producer.limits import LIMITS
+from producer.limits import limits_for
 from worker.gateways.sandbox.base import ProviderSim, SimMessage, outcome_for
 
 PRICE_PER_PART = 10  # XOF
@@ -116,7 +116,7 @@ class KingSmsSim(ProviderSim):
             if not params.get(field, "").strip():
                 return _error(400, f"Missing parameter: {field}")
         sender, to = params["from"].strip(), params["to"].strip()
-        if len(sender) > LIMITS[self.name].max_sender:
+        if len(sender) > limits_for(self.name).max_sender:
             return _error(400, "The sender (from) is limited to 11 characters")
         kind = params.get("type", "0").strip() or "0"
         if kind not in ("0", "1"):
@@ -146,7 +146,7 @@ class KingSmsSim(ProviderSim):
         """The status a send gets: INV (bad/0 number), LEN, NSF or ACT."""
         if not to.isdigit() or outcome_for(to) == "rejected":
             return "INV"
-        if sms_count > LIMITS[self.name].max_segments:
+        if sms_count > limits_for(self.name).max_segments:
             return "LEN"
         if not self.charge(sms_count * PRICE_PER_PART):
             return "NSF"

@@ -8,7 +8,6 @@ callback URL, reset.
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,22 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from worker.gateways import registry
 from worker.gateways.sandbox.base import Fault, ProviderSim
 
-SIMULATORS = {
-    "keccel": ("worker.gateways.keccel.simulator", "KeccelSim"),
-    "smsclub": ("worker.gateways.smsclub.simulator", "SmsClubSim"),
-    "kingsms": ("worker.gateways.kingsms.simulator", "KingSmsSim"),
-    "sms1601": ("worker.gateways.sms1601.simulator", "Sms1601Sim"),
-}
 
-
-def _load(name: str) -> type[ProviderSim] | None:
-    module, cls = SIMULATORS[name]
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        return None
+def _simulators() -> dict[str, type[ProviderSim]]:
+    """Every registered gateway's simulator (`GatewaySpec.simulator`)."""
+    found: dict[str, type[ProviderSim]] = {}
+    for spec in registry.specs():
+        cls = spec.simulator_class()
+        if cls is not None:
+            found[spec.name] = cls
+    return found
 
 
 class Sandbox:
@@ -40,10 +35,8 @@ class Sandbox:
 
     def __init__(self, delivery_seconds: float = 2.0) -> None:
         self.sims: dict[str, ProviderSim] = {}
-        for name in SIMULATORS:
-            cls = _load(name)
-            if cls is not None:
-                self.sims[name] = cls(delivery_seconds=delivery_seconds)
+        for name, cls in _simulators().items():
+            self.sims[name] = cls(delivery_seconds=delivery_seconds)
         self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
 
     @contextlib.asynccontextmanager

@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-# Credentials each simulator accepts. Anything else gets the gateway's auth error.
-SANDBOX_CREDENTIALS: dict[str, dict[str, str]] = {
-    "keccel": {"token": "sandbox-keccel-token"},
-    "smsclub": {"token": "sandbox-smsclub-token"},
-    "kingsms": {"api_key": "sandbox-kingsms-apikey", "client_id": "1"},
-    "sms1601": {"username": "sandbox", "password": "sandbox-1601-password"},
-}
+
+def sandbox_credentials(provider: str) -> dict[str, str]:
+    """The credentials `provider`'s simulator accepts, by settings field."""
+    from worker.gateways.registry import spec
+
+    return dict(spec(provider).sandbox_credentials)
+
 
 OUTCOMES = ("delivered", "undelivered", "expired", "rejected")
 
@@ -102,7 +102,9 @@ class ProviderSim:
 
     def __init__(self, delivery_seconds: float = 2.0) -> None:
         self.delivery_seconds = delivery_seconds
-        self.credentials = dict(SANDBOX_CREDENTIALS[self.name])
+        # What the gateway's spec says its simulator accepts; anything else gets the
+        # gateway's own auth error.
+        self.credentials = dict(sandbox_credentials(self.name))
         self.messages: dict[str, SimMessage] = {}
         self.requests: list[RequestRecord] = []
         self.faults: deque[Fault] = deque()

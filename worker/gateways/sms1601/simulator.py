@@ -11,7 +11,7 @@ document's codes. Choices the document leaves open:
 - klantpwd is the plain password or the SHA-1 hex of it.
 - Sender: empty -> 109; digits only (a number without "+") -> 110; more than
   11 characters -> 111 (the document says 12; the networks' limit and
-  LIMITS["sms1601"].max_sender are 11); anything but letters, digits and
+  limits_for("sms1601").max_sender are 11); anything but letters, digits and
   spaces -> 113; a name in `blocked_senders` -> 117.
 - Numbers: not digits or under 8 / over 15 digits -> 106, a prefix in
   `blocked_prefixes` -> 107, last digit 0 (the sandbox's "rejected") -> 106.
