@@ -304,46 +304,40 @@ def _queue(rows: list[Message], total: int) -> None:
         raise problem from error
 
 
-def cancel(message_id: str) -> MessageStatus:
+CANCELLABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
+
+
+def cancel(message_id: str, *, source: str = "producer") -> MessageStatus:
     """Cancel a message not yet sent (scheduled, or queued and not claimed): it becomes
-    `failed` with the error "cancelled". A message already claimed or sent cannot be."""
-    from sqlalchemy import update
+    `failed` with the error "cancelled". A message already claimed or sent cannot be.
+
+    The change takes the one road of every status change (`worker.store.transitions`):
+    its event, its metric and the app's status callback, like any other."""
+    from worker.store.transitions import move
 
     if not isinstance(message_id, str) or not message_id.strip():
         raise InvalidMessage("id", "must be a message id string")
     if "\x00" in message_id:  # no id has one, and PostgreSQL cannot even compare it
         raise InvalidMessage("id", f"no message {message_id!r}")
-    now = utcnow()
     with db.reachable("nothing was cancelled"), db.session() as s:
-        result = s.execute(
-            update(Message)
-            .where(
-                Message.id == message_id.strip(),  # type: ignore[arg-type]
-                Message.status.in_([Status.SCHEDULED.value, Status.QUEUED.value]),  # type: ignore[attr-defined]
-            )
-            .values(
-                status=Status.FAILED.value, error="cancelled", updated_at=now, next_attempt_at=None
-            )
-        )
         row = s.get(Message, message_id.strip())
         if row is None:
             raise InvalidMessage("id", f"no message {message_id!r}")
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        moved = move(
+            s,
+            row,
+            Status.FAILED,
+            source=source,
+            note="cancelled",
+            only_from=CANCELLABLE,
+            error="cancelled",
+            next_attempt_at=None,
+        )
+        if not moved:
             raise InvalidMessage(
                 "id", f"message is {row.status}: only scheduled or queued messages can be cancelled"
             )
-        s.add(
-            MessageEvent(
-                message_id=row.id,
-                provider=row.provider,
-                source="producer",
-                kind="status",
-                new_status=Status.FAILED.value,
-                note="cancelled",
-            )
-        )
         s.commit()
-        s.refresh(row)
         return MessageStatus.from_row(row)
 
 

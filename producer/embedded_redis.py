@@ -42,7 +42,7 @@ def redis_binary() -> str:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -85,7 +85,7 @@ def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
         url = running_url(data_dir)
         if url:
             return url
-        return _start(data_dir, port or _free_port())
+        return _start(data_dir, port or free_port())
 
 
 def _start(data_dir: Path, port: int) -> str:

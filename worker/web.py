@@ -23,6 +23,7 @@ from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
 from producer.limits import limits_for
 from producer.models import Message
 from producer.settings import get_settings, provider_names
+from worker import redis_client
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
@@ -83,7 +84,7 @@ def healthz() -> dict[str, Any]:
     except Exception as exc:  # report, never crash the health check
         checks["database"] = f"error: {type(exc).__name__}"
     try:
-        metrics._redis().ping()
+        redis_client.shared().ping()
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"

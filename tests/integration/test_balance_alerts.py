@@ -20,9 +20,9 @@ from producer.queues import BALANCE_TASK, broker_url
 from producer.settings import reload_settings
 from tests.alert_helpers import WebhookServer
 from tests.integration.conftest import wait_for
+from worker import redis_client
 from worker.balance import alerts
 from worker.balance.checks import check_all
-from worker.ops import metrics
 from worker.ops.cli import main as cli
 from worker.sending import guard
 
@@ -48,7 +48,7 @@ def monitored(stack, sims, monkeypatch) -> Iterator[WebhookServer]:  # type: ign
     server = WebhookServer([503])
     monkeypatch.setenv("SMSQ_ALERT_WEBHOOK_URL", server.url)
     monkeypatch.setenv("SMSQ_KECCEL_LOW_BALANCE", "100")
-    monkeypatch.setattr(metrics, "_client", None)  # the stack's Redis, not an earlier one
+    monkeypatch.setattr(redis_client, "_client", None)  # the stack's Redis, not an earlier one
     reload_settings()
     guard.forget_cache()
     try:

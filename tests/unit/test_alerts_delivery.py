@@ -28,10 +28,10 @@ from producer.models import Alert, AlertDelivery, AlertState, BalanceSnapshot, M
 from producer.queues import ALERT_TASK, broker_url
 from producer.settings import reload_settings
 from tests.alert_helpers import SmtpServer, WebhookServer
+from worker import redis_client
 from worker.balance import alerts
 from worker.balance.checks import check_all
 from worker.gateways.sandbox.server import RunningSandbox, start_in_thread
-from worker.ops import metrics
 from worker.ops.cli import main as cli
 from worker.ops.stack import sandbox_env
 from worker.sending import guard
@@ -75,7 +75,7 @@ def env(
     monkeypatch.setenv("SMSQ_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SMSQ_BROKER_URL", redis_url)
     monkeypatch.setenv("SMSQ_KECCEL_LOW_BALANCE", "100")
-    monkeypatch.setattr(metrics, "_client", None)
+    monkeypatch.setattr(redis_client, "_client", None)
     redis.Redis.from_url(redis_url).flushdb()
     httpx.post(f"{sandbox.url}/_control/reset")
     _reset_process()
@@ -190,7 +190,7 @@ def test_guard_sees_an_expiry_that_passes_between_checks(sandbox, env) -> None: 
 
 
 def test_guard_says_none_when_redis_is_down(env) -> None:  # type: ignore[no-untyped-def]
-    env.setattr(metrics, "_client", redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    env.setattr(redis_client, "_client", redis.Redis.from_url("redis://127.0.0.1:1/0"))
     guard.forget_cache()
     assert guard.account_block("keccel") is None
 

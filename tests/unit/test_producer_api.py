@@ -395,3 +395,50 @@ def test_bulk_key_matching_an_existing_key_returns_that_message(published: Recor
     ids = send_bulk([DRC, "243991234567"], "Hello", idempotency_key="c")
     assert ids[0] == first
     assert count(Message) == 2
+
+
+def test_a_cancel_takes_the_one_road_event_metric_and_app_callback(
+    published: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel is a status change like any other (`worker.store.transitions.move`):
+    it is counted in `smsq_messages_total` and queues the app's status callback."""
+    import fakeredis
+
+    from producer.models import AppNotification
+    from worker import redis_client
+    from worker.ops import metrics
+
+    fake = fakeredis.FakeRedis()
+    monkeypatch.setattr(redis_client, "shared", lambda: fake)
+    mid = send_sms(DRC, "cancel me", provider="keccel", callback_url="https://app.example/cb")
+    st = producer_api.cancel(mid)
+    assert (st.status, st.error) == ("failed", "cancelled")
+    counted = {k.decode(): int(v) for k, v in fake.hgetall(metrics.HASH).items()}
+    assert counted.get("smsq_messages|keccel|failed") == 1
+    with db.session() as s:
+        [note] = s.exec(select(AppNotification).where(AppNotification.message_id == mid)).all()
+        [event] = s.exec(
+            select(MessageEvent).where(
+                MessageEvent.message_id == mid, MessageEvent.new_status == "failed"
+            )
+        ).all()
+    assert note.url == "https://app.example/cb" and '"status": "failed"' in note.payload
+    assert (event.old_status, event.note, event.source) == ("queued", "cancelled", "producer")
+    with pytest.raises(InvalidMessage, match="only scheduled or queued"):
+        producer_api.cancel(mid)  # final now: nothing changes, nothing is counted again
+    assert int(fake.hget(metrics.HASH, "smsq_messages|keccel|failed") or 0) == 1
+
+
+def test_a_cancel_never_touches_a_message_a_worker_has_claimed(published: Recorder) -> None:
+    from producer.status import Status
+
+    mid = send_sms(DRC, "claimed", provider="keccel")
+    with db.session() as s:
+        row = s.get(Message, mid)
+        assert row is not None
+        row.status = Status.SENDING.value
+        s.add(row)
+        s.commit()
+    with pytest.raises(InvalidMessage, match="message is sending"):
+        producer_api.cancel(mid)
+    assert get_status(mid).status == "sending"  # type: ignore[union-attr]

@@ -34,6 +34,7 @@ from producer.settings import Settings, get_settings
 from worker.balance import channels as alert_channels
 from worker.balance.channels import EMAIL, WEBHOOK, ChannelError
 from worker.balance.rules import KINDS
+from worker.resilience.backoff import delay
 
 log = logging.getLogger("smsq.alerts")
 
@@ -137,9 +138,14 @@ def rearm(provider: str, kind: str, now: datetime | None = None) -> bool:
 # -- delivery ----------------------------------------------------------------------
 def backoff(attempts: int, retry_after: float | None = None) -> float:
     """Seconds before the next try: 2, 4, 8 ... 300; a `Retry-After` wins (up to an hour)."""
-    if retry_after is not None:
-        return max(1.0, min(retry_after, 3600.0))
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    return delay(
+        attempts,
+        base=BACKOFF_BASE,
+        cap=BACKOFF_CAP,
+        jitter=False,
+        retry_after=retry_after,
+        retry_after_bounds=(1.0, 3600.0),
+    )
 
 
 def deliver_due(now: datetime | None = None, settings: Settings | None = None) -> dict[str, int]:
@@ -256,9 +262,9 @@ def schedule_retry(now: datetime | None = None) -> float | None:
     delay = (when - (now or utcnow())).total_seconds()
     countdown = min(max(delay, 1.0), MAX_COUNTDOWN)
     try:
-        from worker.ops.metrics import _redis
+        from worker import redis_client
 
-        if not _redis().set(RETRY_KEY, "1", nx=True, ex=math.ceil(countdown) + 30):
+        if not redis_client.shared().set(RETRY_KEY, "1", nx=True, ex=math.ceil(countdown) + 30):
             return countdown  # a task is already waiting
     except Exception:
         log.debug("redis unavailable for the alert retry key", exc_info=True)
@@ -277,9 +283,9 @@ def schedule_retry(now: datetime | None = None) -> float | None:
 def retry_task() -> dict[str, int]:
     """Body of `smsq.deliver_alerts`: deliver what is due, queue the next try if needed."""
     try:
-        from worker.ops.metrics import _redis
+        from worker import redis_client
 
-        _redis().delete(RETRY_KEY)
+        redis_client.shared().delete(RETRY_KEY)
     except Exception:
         log.debug("redis unavailable for the alert retry key", exc_info=True)
     counts = deliver_due()

@@ -14,22 +14,10 @@ import redis
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from worker import redis_client
+
 log = logging.getLogger("smsq.metrics")
 HASH = "smsq:metrics"
-_client: redis.Redis | None = None
-_client_url: str | None = None
-
-
-def _redis() -> redis.Redis:
-    """A client on the broker's Redis; a new one when the broker URL changes (tests, CLI)."""
-    global _client, _client_url
-    from producer.queues import broker_url
-
-    url = broker_url()
-    if _client is None or _client_url != url:
-        _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        _client_url = url
-    return _client
 
 
 class _Bound:
@@ -38,7 +26,7 @@ class _Bound:
 
     def inc(self, amount: int = 1) -> None:
         try:
-            _redis().hincrby(HASH, self._field, amount)
+            redis_client.shared().hincrby(HASH, self._field, amount)
         except (redis.RedisError, RuntimeError, OSError):
             log.debug("metrics unavailable", exc_info=True)
 
@@ -74,7 +62,7 @@ class SharedCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         try:
-            raw = _redis().hgetall(HASH)
+            raw = redis_client.shared().hgetall(HASH)
         except (redis.RedisError, RuntimeError, OSError):
             raw = {}
         families = {

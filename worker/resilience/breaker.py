@@ -24,6 +24,7 @@ from typing import Any, Literal
 import redis
 
 from producer.settings import get_settings, provider_settings
+from worker import redis_client
 
 log = logging.getLogger("smsq.breaker")
 
@@ -131,9 +132,7 @@ class Snapshot:
 
 
 def _client() -> redis.Redis:
-    from worker.ops.metrics import _redis
-
-    return _redis()
+    return redis_client.shared()
 
 
 class Breaker:

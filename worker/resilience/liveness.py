@@ -23,6 +23,8 @@ from collections.abc import Iterable
 
 import redis
 
+from worker import redis_client
+
 log = logging.getLogger("smsq.liveness")
 
 KEY = "smsq:alive:{}"
@@ -40,19 +42,6 @@ _lock = threading.Lock()
 _identity: tuple[int, str] | None = None  # (pid, id): a forked child gets its own
 _thread: threading.Thread | None = None
 _stop = threading.Event()
-_client: redis.Redis | None = None
-_client_url: str | None = None
-
-
-def _redis() -> redis.Redis:
-    global _client, _client_url
-    from producer.queues import broker_url
-
-    url = broker_url()
-    if _client is None or _client_url != url:
-        _client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        _client_url = url
-    return _client
 
 
 def process_id() -> str:
@@ -66,7 +55,7 @@ def process_id() -> str:
 
 def _beat_once() -> bool:
     try:
-        _redis().set(KEY.format(process_id()), "1", ex=TTL_SECONDS)
+        redis_client.shared().set(KEY.format(process_id()), "1", ex=TTL_SECONDS)
         return True
     except (redis.RedisError, OSError, RuntimeError):
         log.debug("heartbeat not written", exc_info=True)
@@ -105,7 +94,7 @@ def stop_heartbeat() -> None:
         _thread.join(timeout=2)
         _thread = None
     try:
-        _redis().delete(KEY.format(process_id()))
+        redis_client.shared().delete(KEY.format(process_id()))
     except (redis.RedisError, OSError, RuntimeError):
         log.debug("heartbeat key not removed", exc_info=True)
 
@@ -120,7 +109,7 @@ def dead(claimers: Iterable[str]) -> set[str]:
     if not names:
         return set()
     try:
-        client = _redis()
+        client = redis_client.shared()
         uptime = int(client.info("server").get("uptime_in_seconds", 0))
         if uptime < TRUST_AFTER:
             return set()

@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from producer.queues import broker_url
+from worker import redis_client
 
 WINDOW_SECONDS = 1.0
 SPACING = 0.8  # minimum gap between two grants, as a fraction of 1/R
@@ -83,25 +83,10 @@ end
 return 0
 """
 
-_client: redis.Redis | None = None
-_client_url: str | None = None
 _lock = threading.Lock()
 _local = threading.local()  # per thread: {limiter key: (limiter, token)} of unstamped grants
 _tokens = itertools.count(1)
 _hooked: set[int] = set()  # id() of httpx clients that stamp responses
-
-
-def _redis() -> redis.Redis:
-    """A client on the broker's Redis; a new one when the broker URL changes."""
-    global _client, _client_url
-    with _lock:
-        url = broker_url()
-        if _client is None or _client_url != url:
-            if not url.startswith(("redis://", "rediss://", "unix://")):
-                raise RuntimeError("the global rate limiter needs a Redis broker")
-            _client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-            _client_url = url
-        return _client
 
 
 def _pending() -> dict[str, tuple[RateLimiter, str]]:
@@ -139,7 +124,9 @@ class RateLimiter:
     def _script(self, source: str):  # type: ignore[no-untyped-def]
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = (self._client or _redis()).register_script(source)
+            script = self._scripts[source] = (
+                self._client or redis_client.shared()
+            ).register_script(source)
         return script
 
     def try_acquire(self) -> float:

@@ -27,7 +27,7 @@ def cancel_message(message_id: str) -> MessageStatus:
             and row.provider_message_id is not None
         )
     if not in_outbox or row is None:
-        return cancel(message_id)
+        return cancel(message_id, source="cli")
     adapter = get_adapter(row.provider)
     if not isinstance(adapter, CancelsScheduled):
         raise InvalidMessage("id", f"{row.provider} cannot remove a message from its outbox")

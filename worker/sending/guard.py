@@ -74,9 +74,9 @@ def record(
     with _lock:
         _cache[provider] = (time.monotonic(), state)
     try:
-        from worker.ops.metrics import _redis
+        from worker import redis_client
 
-        _redis().set(
+        redis_client.shared().set(
             KEY.format(provider=provider),
             json.dumps(state),
             ex=int(max(ttl_seconds, MIN_TTL_SECONDS)),
@@ -101,9 +101,9 @@ def _state(provider: str) -> dict[str, Any] | None:
         return hit[1]
     state: dict[str, Any] | None = None
     try:
-        from worker.ops.metrics import _redis
+        from worker import redis_client
 
-        raw = _redis().get(KEY.format(provider=provider))
+        raw = redis_client.shared().get(KEY.format(provider=provider))
         state = json.loads(raw) if raw else None
     except Exception:
         log.debug("account guard: redis unavailable", exc_info=True)

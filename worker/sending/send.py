@@ -24,7 +24,6 @@ batch still breaks off before its request, its rows go back to `queued`.
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from worker.gateways.base import (
 )
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
-from worker.resilience import liveness, reconcile
+from worker.resilience import backoff, liveness, reconcile
 from worker.resilience.breaker import Breaker
 from worker.resilience.ratelimit import limiter_for
 from worker.sending import copy_window, guard
@@ -104,13 +103,13 @@ class _Stage:
 
 def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     """Exponential backoff with equal jitter, capped; `Retry-After` wins when given."""
-    if retry_after is not None:
-        return max(0.0, retry_after)
     settings = get_settings()
-    ceiling = min(
-        settings.retry_cap_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1)
+    return backoff.delay(
+        attempt,
+        base=settings.retry_base_seconds,
+        cap=settings.retry_cap_seconds,
+        retry_after=retry_after,
     )
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def _outgoing(row: Message) -> OutgoingMessage:
@@ -411,8 +410,8 @@ def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
         return False
     settings = get_settings()
     attempts = max(r.attempts for r in rows)
-    longest_wait = min(
-        settings.retry_cap_seconds, settings.retry_base_seconds * 2 ** max(0, attempts - 1)
+    longest_wait = backoff.ceiling(
+        attempts, settings.retry_base_seconds, settings.retry_cap_seconds
     )
     return longest_wait + settings.tick_seconds < window / 2
 

@@ -105,14 +105,19 @@ def move(
     source: str,
     raw: Any = None,
     note: str | None = None,
+    only_from: frozenset[Status] | None = None,
     **fields: Any,
 ) -> bool:
     """Move `row` to `new` if the state machine allows it; record the event either way.
 
-    `fields` are other columns to set in the same UPDATE. Returns True when
-    applied. The caller commits.
+    `fields` are other columns to set in the same UPDATE. `only_from`: the statuses
+    this change is meant for (a cancel: scheduled or queued); if another process
+    moved the row elsewhere first, nothing is applied. Returns True when applied.
+    The caller commits.
     """
     old = Status(row.status)
+    if only_from is not None and old not in only_from:
+        return False
     if not can_move(old, new):
         record_event(
             s,
@@ -141,7 +146,9 @@ def move(
         # Someone else moved it first: re-read and try once more from there.
         s.refresh(row)
         if Status(row.status) != old:
-            return move(s, row, new, source=source, raw=raw, note=note, **fields)
+            return move(
+                s, row, new, source=source, raw=raw, note=note, only_from=only_from, **fields
+            )
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush

@@ -26,9 +26,9 @@ def _master_secret() -> str:
 
     url = broker_url()
     if _cached is None or _cached[0] != url:  # one secret per Redis (tests switch stacks)
-        from worker.ops.metrics import _redis
+        from worker import redis_client
 
-        client = _redis()
+        client = redis_client.shared()
         client.set(_KEY, secrets.token_urlsafe(32), nx=True)
         value = client.get(_KEY)
         _cached = (url, value.decode() if isinstance(value, bytes) else str(value))

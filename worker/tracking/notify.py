@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from producer.settings import get_settings
 from producer.status import Status
 from worker.gateways.base import parse_retry_after
 from worker.ops import metrics
+from worker.resilience.backoff import delay
 
 log = logging.getLogger("smsq.notify")
 
@@ -118,10 +118,14 @@ def publish(ids: Sequence[int]) -> None:
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    if retry_after is not None:
-        return max(0.0, min(retry_after, BACKOFF_CAP * 6))
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    """Seconds before the next POST: jittered doubling, or the app's `Retry-After`."""
+    return delay(
+        attempts,
+        base=BACKOFF_BASE,
+        cap=BACKOFF_CAP,
+        retry_after=retry_after,
+        retry_after_bounds=(0.0, BACKOFF_CAP * 6),
+    )
 
 
 def signature(body: bytes) -> str | None:

@@ -23,6 +23,7 @@ from producer.status import Status, is_terminal
 from worker.gateways.base import PermanentProviderError, RetryableProviderError, StatusReport
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
+from worker.resilience.backoff import ceiling
 from worker.store import retry as store_retry
 from worker.store.transitions import load_rows
 from worker.tracking.reports import apply_report
@@ -91,7 +92,7 @@ def _pollable(provider: str, ids: Sequence[str]) -> list[Message]:
 
 def failed_poll_delay(failures: int) -> float:
     """Backoff for a poll whose request failed: 5 s doubling up to POLL_RETRY_CAP."""
-    return min(POLL_RETRY_CAP, 5.0 * 2 ** max(0, failures - 1))
+    return ceiling(failures, 5.0, POLL_RETRY_CAP)
 
 
 def _apply(rows: list[Message], reports: list[StatusReport], failed: dict[str, str]) -> int:

@@ -31,6 +31,7 @@ from worker.gateways.base import (
     StatusReport,
     to_float,
 )
+from worker.gateways.parsing import lower_keys
 
 # Descriptions that mean the account, not the message, is at fault.
 _ACCOUNT_ERRORS = ("token", "auth", "credit", "balance", "expired", "inactive", "suspend")
@@ -54,10 +55,6 @@ def parse_keccel_date(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=None) if parsed.tzinfo else parsed
-
-
-def _lower_keys(data: Any) -> dict[str, Any]:
-    return {str(k).lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 class KeccelAdapter(ProviderAdapter):
@@ -108,7 +105,7 @@ class KeccelAdapter(ProviderAdapter):
         }
         response = self._request("POST", "/message.asp", json=payload)
         self._check_http(response)
-        data = _lower_keys(self._json(response))
+        data = lower_keys(self._json(response))
         raw_status = str(data.get("status") or "").strip()
         description = str(data.get("description") or "").strip()
         message_id = data.get("messageid")
@@ -136,7 +133,7 @@ class KeccelAdapter(ProviderAdapter):
         params = {"from": self.sender, "token": self._token, "messageid": provider_id}
         response = self._request("GET", "/delivery.asp", params=params)
         self._check_http(response)
-        data = _lower_keys(self._json(response))
+        data = lower_keys(self._json(response))
         raw_status = str(data.get("status") or "").strip()
         description = str(data.get("description") or "")
         if raw_status.upper() in ("ERROR", "REJECTED") or description:
@@ -157,7 +154,7 @@ class KeccelAdapter(ProviderAdapter):
         params = {"from": self.sender, "token": self._token}
         response = self._request("GET", "/balance.asp", params=params)
         self._check_http(response)
-        data = _lower_keys(self._json(response))
+        data = lower_keys(self._json(response))
         if str(data.get("status") or "").strip().upper() in ("ERROR", "REJECTED"):
             self._raise_account_error(str(data.get("description") or "token"), data)
         amount = to_float(data.get("balance"))

@@ -40,6 +40,7 @@ from worker.gateways.base import (
     StatusReport,
     to_float,
 )
+from worker.gateways.parsing import digits, lower_keys, naive_utc
 
 DEFAULT_SENDER = "KING SMS"
 MAX_SENDER = 11
@@ -119,10 +120,6 @@ _BALANCE_KEYS = ("balance", "solde", "credit", "credits", "amount", "sms_balance
 _CURRENCY_KEYS = ("currency", "devise", "unit")
 
 
-def _lower_keys(data: Any) -> dict[str, Any]:
-    return {str(k).strip().lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
-
-
 def _first(data: Mapping[str, Any], keys: Iterable[str]) -> Any:
     """The first non-blank value among `keys` (already lower-cased)."""
     for key in keys:
@@ -143,7 +140,7 @@ def _unwrap(data: Any, wanted: Iterable[str] = ()) -> Any:
     """
     wanted = tuple(wanted)
     for _ in range(3):
-        lowered = _lower_keys(data)
+        lowered = lower_keys(data)
         if not lowered or any(lowered.get(k) not in (None, "") for k in wanted):
             return data
         inner = next(
@@ -288,7 +285,7 @@ class KingSmsAdapter(ProviderAdapter):
         return self._read_send(msg, data)
 
     def _read_send(self, msg: OutgoingMessage, answer: Any) -> SendResult:
-        data = _lower_keys(_unwrap(answer, _ID_KEYS))
+        data = lower_keys(_unwrap(answer, _ID_KEYS))
         raw = self._clean(data)
         if not data:
             raise RetryableProviderError("kingsms: send answer has an unexpected shape", raw=raw)
@@ -323,7 +320,7 @@ class KingSmsAdapter(ProviderAdapter):
 
     def _trace_one(self, provider_id: str) -> StatusReport:
         answer = self._post("/sms/trace", {"messageId": provider_id})
-        data = _lower_keys(_unwrap(answer, _ID_KEYS))
+        data = lower_keys(_unwrap(answer, _ID_KEYS))
         report = self._report(data, default_id=provider_id)
         if report is None:
             self._raise_error(data)
@@ -342,7 +339,7 @@ class KingSmsAdapter(ProviderAdapter):
         }
         answer = _unwrap(self._post("/sms/reports", form), _ID_KEYS)
         if isinstance(answer, dict):
-            data = _lower_keys(answer)
+            data = lower_keys(answer)
             if not data:
                 return []
             single = self._report(data)
@@ -351,7 +348,7 @@ class KingSmsAdapter(ProviderAdapter):
             self._raise_error(data)
         if not isinstance(answer, list):
             raise RetryableProviderError("kingsms: reports answer has an unexpected shape")
-        reports = (self._report(_lower_keys(item)) for item in answer)
+        reports = (self._report(lower_keys(item)) for item in answer)
         return [r for r in reports if r is not None]
 
     def find_sent(self, ref: str, to: str, text: str, since: datetime) -> LookupResult:
@@ -362,18 +359,18 @@ class KingSmsAdapter(ProviderAdapter):
         Several, or records to our number that lack the text or the time: unknown.
         None: not found.
         """
-        start = _naive_utc(since) - LOOKUP_SLACK
+        start = naive_utc(since) - LOOKUP_SLACK
         today = datetime.now(UTC).date()
         reports = self.fetch_reports(min(start.date(), today), today, type=2)
-        wanted = _digits(to)
+        wanted = digits(to)
         matches: list[StatusReport] = []
         unclear = 0
         for report in reports:
-            record = _lower_keys(report.raw)
+            record = lower_keys(report.raw)
             if report.to is None:
                 unclear += 1
                 continue
-            if _digits(report.to) != wanted:
+            if digits(report.to) != wanted:
                 continue
             sent_text = _first(record, _TEXT_KEYS)
             sent_at = parse_kingsms_date(_first(record, _SENT_KEYS)) or report.occurred_at
@@ -429,7 +426,7 @@ class KingSmsAdapter(ProviderAdapter):
     # -- balance ----------------------------------------------------------
     def fetch_balance(self) -> Balance:
         answer = self._post("/account/details", {})
-        data = _lower_keys(_unwrap(answer, _BALANCE_KEYS))
+        data = lower_keys(_unwrap(answer, _BALANCE_KEYS))
         raw = self._clean(data)
         amount = to_float(_first(data, _BALANCE_KEYS))
         if amount is None:
@@ -450,12 +447,12 @@ class KingSmsAdapter(ProviderAdapter):
     # -- push -------------------------------------------------------------
     def parse_callback(self, params: Mapping[str, str], body: bytes = b"") -> list[StatusReport]:
         """The per-message DLR callback: query, form or JSON (one record or a list)."""
-        query = _lower_keys(dict(params))
+        query = lower_keys(dict(params))
         parsed = _unwrap(_parse_body(body), _ID_KEYS)
         if isinstance(parsed, list):
-            records = [{**query, **_lower_keys(item)} for item in parsed]
+            records = [{**query, **lower_keys(item)} for item in parsed]
         else:
-            records = [{**query, **_lower_keys(parsed)}]
+            records = [{**query, **lower_keys(parsed)}]
         reports = [self._report(record) for record in records]
         if not reports or any(r is None for r in reports):
             raise PermanentProviderError("kingsms callback needs a messageId and a status")
@@ -519,7 +516,7 @@ class KingSmsAdapter(ProviderAdapter):
     def _error_text(self, response: httpx.Response) -> str:
         """The body's own message, short and without secrets."""
         try:
-            data = _lower_keys(_unwrap(response.json(), _MESSAGE_KEYS))
+            data = lower_keys(_unwrap(response.json(), _MESSAGE_KEYS))
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError):
             data = {}
         text = _text(_first(data, (*_MESSAGE_KEYS, "status")))
@@ -539,15 +536,6 @@ class KingSmsAdapter(ProviderAdapter):
         if isinstance(data, list):
             return [self._clean(v) for v in data]
         return self._scrub(data) if isinstance(data, str) else data
-
-
-def _naive_utc(when: datetime) -> datetime:
-    """Aware or naive-UTC `when` as naive UTC (Lomé keeps UTC), like the report dates."""
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
-
-
-def _digits(number: str) -> str:
-    return "".join(ch for ch in str(number) if ch.isdigit())
 
 
 def _active(value: Any) -> bool | None:

@@ -43,6 +43,7 @@ from worker.gateways.base import (
     StatusReport,
     to_float,
 )
+from worker.gateways.parsing import digits, naive_utc
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 DEFAULT_BASE_URL = "http://217.19.227.48/module"
@@ -149,15 +150,6 @@ def parse_sms1601_date(value: Any) -> datetime | None:
     if match:
         return _amsterdam_to_utc(match.groups())
     return None
-
-
-def _naive_utc(when: datetime) -> datetime:
-    """Aware or naive-UTC `when` as naive UTC, the form report dates are read in."""
-    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
-
-
-def _digits(number: str) -> str:
-    return "".join(ch for ch in str(number) if ch.isdigit())
 
 
 # -- answers -----------------------------------------------------------------
@@ -469,7 +461,7 @@ class Sms1601Adapter(ProviderAdapter):
                     f"with our reference ({report.raw_status})",
                     raw={**raw, "line": report.raw},
                 )
-        cutoff = _naive_utc(since)
+        cutoff = naive_utc(since)
         reaches_back = len(reports) < REPORT_LOOKBACK or any(
             r.occurred_at is not None and r.occurred_at < cutoff for r in reports
         )
@@ -480,12 +472,12 @@ class Sms1601Adapter(ProviderAdapter):
                 "does not reach back to the send",
                 raw=raw,
             )
-        digits = _digits(to)
+        wanted = digits(to)
         maybe = [
             r
             for r in reports
             if not r.ref
-            and (r.to is None or _digits(r.to) == digits)
+            and (r.to is None or digits(r.to) == wanted)
             and (r.occurred_at is None or r.occurred_at >= cutoff)
         ]
         if maybe:

@@ -34,6 +34,7 @@ from worker.gateways.base import (
     StatusReport,
     to_float,
 )
+from worker.gateways.parsing import digits, lower_keys
 
 DUPLICATE_NOTE = "smsclub: duplicate within 2 minutes, already sent"
 _ERROR_KEYS = ("error", "message", "error_request", "errors", "description", "info", "detail")
@@ -41,15 +42,6 @@ _MAX_ERROR_TEXT = 200
 # The balance example of the document is not JSON (`"info": ["money": "8111.1700", ...]`).
 _MONEY_RE = re.compile(r'"?money"?\s*:\s*"?\s*(-?[0-9]+(?:[.,][0-9]+)?)', re.IGNORECASE)
 _CURRENCY_RE = re.compile(r'"?currency"?\s*:\s*"?\s*([A-Za-z]{3})', re.IGNORECASE)
-
-
-def _lower_keys(data: Any) -> dict[str, Any]:
-    return {str(k).strip().lower(): v for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _digits(phone: Any) -> str:
-    """Compare numbers by their digits: the gateway may add a "+" or spaces."""
-    return "".join(ch for ch in str(phone) if ch.isdigit())
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -66,7 +58,7 @@ def _first_text(value: Any, depth: int = 0) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, dict):
-        lowered = _lower_keys(value)
+        lowered = lower_keys(value)
         for key in _ERROR_KEYS:
             text = _first_text(lowered.get(key), depth + 1)
             if text:
@@ -84,12 +76,12 @@ def _first_text(value: Any, depth: int = 0) -> str:
 def _pairs(info: Any) -> dict[str, Any]:
     """`info` as one lowercase dict: a dict, a list of dicts, or "key: value" strings."""
     if isinstance(info, dict):
-        return _lower_keys(info)
+        return lower_keys(info)
     merged: dict[str, Any] = {}
     if isinstance(info, list):
         for item in info:
             if isinstance(item, dict):
-                merged.update(_lower_keys(item))
+                merged.update(lower_keys(item))
             elif isinstance(item, str) and ":" in item:
                 key, _, value = item.partition(":")
                 merged[key.strip().strip("\"'").lower()] = value.strip().strip("\"'")
@@ -198,14 +190,14 @@ class SmsClubAdapter(ProviderAdapter):
         raw_add = _as_dict(success.get("add_info"))
         if raw_info is None or raw_add is None:
             raise RetryableProviderError("smsclub: send answer of an unexpected shape", raw=data)
-        pairs = [(str(k).strip(), _digits(v)) for k, v in raw_info.items()]
+        pairs = [(str(k).strip(), digits(v)) for k, v in raw_info.items()]
         if all(pid.isdecimal() for pid, _ in pairs):
             pairs.sort(key=lambda pair: int(pair[0]))
         ids: dict[str, deque[str]] = {}
         for pid, phone in pairs:
             if pid:
                 ids.setdefault(phone, deque()).append(pid)
-        errors = {_digits(k): _first_text(v) or "refused" for k, v in raw_add.items()}
+        errors = {digits(k): _first_text(v) or "refused" for k, v in raw_add.items()}
         return ids, errors
 
     def _match(
@@ -216,7 +208,7 @@ class SmsClubAdapter(ProviderAdapter):
     ) -> list[SendResult]:
         results = []
         for msg in msgs:
-            phone = _digits(msg.to)
+            phone = digits(msg.to)
             queue = ids.get(phone)
             if queue:
                 pid = queue.popleft()
@@ -260,7 +252,7 @@ class SmsClubAdapter(ProviderAdapter):
                 continue
             value = statuses[pid]
             if isinstance(value, dict):
-                value = _lower_keys(value).get("status")
+                value = lower_keys(value).get("status")
             raw_status = "" if value is None else str(value).strip()
             reports.append(
                 StatusReport(
@@ -321,8 +313,8 @@ class SmsClubAdapter(ProviderAdapter):
 
     def _success(self, data: Any) -> dict[str, Any]:
         """The `success_request` object (or a bare body with `info`); else retryable."""
-        body = _lower_keys(data)
-        success = _lower_keys(body.get("success_request"))
+        body = lower_keys(data)
+        success = lower_keys(body.get("success_request"))
         if success:
             return success
         if "info" in body:
