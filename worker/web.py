@@ -139,8 +139,10 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
     try:
         body = await request.body()
         if request.method == "POST" and "form" in (request.headers.get("content-type") or ""):
+            # A form's fields count as query parameters (python-multipart parses
+            # it); a file part is no report field. Broken forms: 400 below.
             form = await request.form()
-            params.update({k: str(v) for k, v in form.items()})
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
     except Exception:
         metrics.CALLBACKS.labels(provider, "malformed").inc()
         return JSONResponse({"error": "malformed callback: unreadable body"}, status_code=400)

@@ -7,6 +7,7 @@ and notification publishing fail fast and quietly (they never block a report).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -289,3 +290,88 @@ def test_unknown_id_push_is_200_and_recorded(client: TestClient) -> None:
 def test_provider_without_push_has_no_callback_endpoint(client: TestClient) -> None:
     answer = client.get(f"/dlr/smsclub/{callback_token('smsclub')}")
     assert answer.status_code == 404
+
+
+def push_as(client: TestClient, how: str, fields: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Keccel's push as its document shows it (a GET query string), or the same
+    fields POSTed as a form or as JSON (its "requests are JSON")."""
+    url = f"/dlr/keccel/{callback_token('keccel')}"
+    if how == "query":
+        return client.get(url, params=fields)
+    if how == "form":  # httpx: application/x-www-form-urlencoded
+        return client.post(url, data=fields)
+    return client.post(url, json=fields)
+
+
+def applied_events(mid: str) -> list[tuple]:
+    return [(e.kind, e.source, e.new_status, e.applied, e.raw) for e in events(mid)]
+
+
+def test_form_push_is_applied_exactly_as_a_query_or_json_push(client: TestClient) -> None:
+    seen = {}
+    for n, how in enumerate(["query", "form", "json"]):
+        fields = {"messageID": f"43{n}", "status": "FAILED"}
+        mid = make_row(pid=fields["messageID"])
+        answer = push_as(client, how, fields)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"ok": True, "applied": 1, "ignored": 0, "unknown": 0}
+        assert load(mid).status == "undelivered"
+        [event] = applied_events(mid)
+        assert json.loads(event[-1]) == fields  # the gateway's words, kept as they came
+        seen[how] = event[:-1]
+    assert seen["form"] == seen["query"] == seen["json"] == ("status", "push", "undelivered", True)
+
+
+def test_form_push_sent_as_multipart_is_applied_too(client: TestClient) -> None:
+    mid = make_row(pid="4250")
+    answer = client.post(
+        f"/dlr/keccel/{callback_token('keccel')}",
+        files={"messageID": (None, "4250"), "status": (None, "DELIVERED")},
+    )
+    assert answer.status_code == 200 and answer.json()["applied"] == 1
+    assert load(mid).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"\xff\xfe%%%&&=="),
+        ("application/x-www-form-urlencoded", b"messageID=&status="),
+        ("application/x-www-form-urlencoded", b"status=DELIVERED"),
+        ("application/x-www-form-urlencoded", b"&".join(b"f%d=1" % i for i in range(1500))),
+        ("application/x-www-form-urlencoded", b"messageID=4251&status=" + b"D" * (1 << 21)),
+        ("application/x-www-form-urlencoded; charset=hex", b"\x00\x01messageID"),
+        ("multipart/form-data", b"messageID=4251&status=DELIVERED"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nbroken"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\nContent-Disposition: form-data\r\n\r\nx"),
+        (
+            "multipart/form-data; boundary=zz",
+            b'--zz\r\nContent-Disposition: form-data; name="messageID"; filename="id.txt"'
+            b'\r\n\r\n4251\r\n--zz\r\nContent-Disposition: form-data; name="status"'
+            b"\r\n\r\nDELIVERED\r\n--zz--\r\n",
+        ),
+    ],
+    ids=[
+        "binary",
+        "empty fields",
+        "no id",
+        "1500 fields",
+        "2 MiB field",
+        "bad charset",
+        "multipart without boundary",
+        "broken multipart",
+        "part without name",
+        "id sent as a file",
+    ],
+)
+def test_garbage_form_push_is_a_clear_400_and_changes_nothing(
+    client: TestClient, ctype: str, body: bytes
+) -> None:
+    mid = make_row(pid="4251")
+    answer = client.post(
+        f"/dlr/keccel/{callback_token('keccel')}", content=body, headers={"content-type": ctype}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("malformed callback")
+    assert load(mid).status == "sent"
+    assert events(mid) == [] and events(None) == []

@@ -115,16 +115,53 @@ def test_html_page_instead_of_json_is_retryable() -> None:
     ],
 )
 def test_delivery_pull_maps_status(raw: str, expected: Status) -> None:
-    seen: dict = {}
+    seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen["params"] = dict(request.url.params)
+        seen.append(request)
         return httpx.Response(200, json={"messageid": "123456", "status": raw})
 
     [report] = adapter(handler).fetch_status(["123456"])
-    assert seen["params"] == {"from": "GUEST", "token": "84hbYi6TU8Zu", "messageid": "123456"}
+    [request] = seen
+    assert_get_carries_both_ways(
+        request, "/delivery.asp", {"from": "GUEST", "token": "84hbYi6TU8Zu", "messageid": "123456"}
+    )
     assert report.status is expected
     assert report.provider_message_id == "123456"
+
+
+def assert_get_carries_both_ways(request: httpx.Request, path: str, params: dict) -> None:
+    """The GET names its parameters in the query string and again as a JSON body
+    (the seed SDK's way), so Keccel finds them whichever it reads."""
+    assert request.method == "GET"
+    assert request.url.path == f"/sms/v2{path}"
+    assert dict(request.url.params) == params
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == params
+
+
+def test_balance_request_carries_its_parameters_both_ways() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"balance": "645", "expiration": "", "status": "Active"})
+
+    assert adapter(handler).fetch_balance().amount == 645.0
+    [request] = seen
+    assert_get_carries_both_ways(
+        request, "/balance.asp", {"from": "GUEST", "token": "84hbYi6TU8Zu"}
+    )
+
+
+def test_delivery_error_for_a_bad_token_is_permanent() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "Error", "description": "Invalid token"})
+
+    with pytest.raises(PermanentProviderError, match="Invalid token"):
+        adapter(handler).fetch_status(["123456"])
+    with pytest.raises(PermanentProviderError, match="Invalid token"):
+        adapter(handler).fetch_balance()
 
 
 def test_balance_tolerates_strings_case_and_keccel_dates() -> None:
@@ -164,3 +201,28 @@ def test_callback_parsing() -> None:
     assert report.status is Status.DELIVERED
     with pytest.raises(PermanentProviderError):
         adapter(lambda r: httpx.Response(500)).parse_callback({"status": "DELIVERED"})
+
+
+@pytest.mark.parametrize(
+    ("params", "body"),
+    [
+        ({}, b'{"messageID": "123456", "status": "FAILED"}'),
+        ({"messageID": "123456"}, b'{"status": "FAILED"}'),
+        ({"messageID": "123456", "status": "FAILED"}, b'{"messageID": "9", "status": "DELIVERED"}'),
+        ({}, b'  {"messageid": 123456, "STATUS": "FAILED"}'),
+    ],
+    ids=["body only", "body fills in", "query wins", "number id, any case"],
+)
+def test_callback_reads_a_json_body_like_the_query(params: dict, body: bytes) -> None:
+    [report] = adapter(lambda r: httpx.Response(500)).parse_callback(params, body)
+    assert report.provider_message_id == "123456"
+    assert report.status is Status.UNDELIVERED
+    assert report.raw_status == "FAILED"
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"messageID=1&status=DELIVERED", b"[1, 2]", b'{"messageID": ', b"\xff{"]
+)
+def test_callback_body_that_is_no_json_object_gives_nothing(body: bytes) -> None:
+    with pytest.raises(PermanentProviderError):
+        adapter(lambda r: httpx.Response(500)).parse_callback({}, body)

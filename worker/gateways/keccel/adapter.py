@@ -2,9 +2,15 @@
 
 API document: tests/fixtures/keccel/keccel-api.txt (Keccel Messaging, v2).
 - POST {base}/message.asp  JSON {token, to, from, message} -> {status, messageID, description}
-- GET  {base}/delivery.asp ?from&token&messageid           -> {messageid, status}
-- GET  {base}/balance.asp  ?from&token                     -> {balance, expiration, status}
-- PUSH: GET <callback>?messageID=123456&status=DELIVERED|FAILED
+- GET  {base}/delivery.asp {from, token, messageid}        -> {messageid, status}
+- GET  {base}/balance.asp  {from, token}                   -> {balance, expiration, status}
+- PUSH: GET <callback>?messageID=123456&status=DELIVERED|FAILED (a form or a
+  JSON object body with the same fields is read the same way)
+
+The document tables the GETs' parameters without saying where they go, and
+says "both requests and responses are transmitted in JSON format"; the seed
+SDK (pykeccelsms 0.2) sends them as a JSON body. So the adapter sends them both
+as the query string and as a JSON body: either reading finds them.
 
 Keccel answers HTTP 200 with `status: Rejected` and a description for errors,
 so the description decides between a bad account (permanent for every
@@ -13,6 +19,7 @@ message) and a refused message (this message rejected).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -55,6 +62,20 @@ def parse_keccel_date(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _json_fields(body: bytes) -> dict[str, str]:
+    """The fields of a JSON object body, as text; {} for any other body (a form,
+    which the web process has already merged into the parameters, or garbage)."""
+    if not body.lstrip().startswith(b"{"):
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, a 5000-digit number
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str | int | float)}
 
 
 class KeccelAdapter(ProviderAdapter):
@@ -131,7 +152,7 @@ class KeccelAdapter(ProviderAdapter):
 
     def _status_one(self, provider_id: str) -> StatusReport:
         params = {"from": self.sender, "token": self._token, "messageid": provider_id}
-        response = self._request("GET", "/delivery.asp", params=params)
+        response = self._get("/delivery.asp", params)
         self._check_http(response)
         data = lower_keys(self._json(response))
         raw_status = str(data.get("status") or "").strip()
@@ -152,7 +173,7 @@ class KeccelAdapter(ProviderAdapter):
     # -- balance ----------------------------------------------------------
     def fetch_balance(self) -> Balance:
         params = {"from": self.sender, "token": self._token}
-        response = self._request("GET", "/balance.asp", params=params)
+        response = self._get("/balance.asp", params)
         self._check_http(response)
         data = lower_keys(self._json(response))
         if str(data.get("status") or "").strip().upper() in ("ERROR", "REJECTED"):
@@ -171,7 +192,9 @@ class KeccelAdapter(ProviderAdapter):
 
     # -- push -------------------------------------------------------------
     def parse_callback(self, params: Mapping[str, str], body: bytes = b"") -> list[StatusReport]:
-        lowered = {str(k).lower(): str(v) for k, v in params.items()}
+        """The documented query string; a JSON object body fills in what it lacks."""
+        fields = {**_json_fields(body), **{str(k): str(v) for k, v in params.items()}}
+        lowered = {k.lower(): v for k, v in fields.items()}
         message_id = lowered.get("messageid", "").strip()
         raw_status = lowered.get("status", "").strip()
         if not message_id or not raw_status:
@@ -181,11 +204,16 @@ class KeccelAdapter(ProviderAdapter):
                 provider_message_id=message_id,
                 status=self.map_status(raw_status),
                 raw_status=raw_status,
-                raw=dict(params),
+                raw=fields,
             )
         ]
 
-    # -- error mapping (the one place) --------------------------------------
+    # -- plumbing and error mapping (the one place) ---------------------------
+    def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
+        """A GET with its parameters both as the query string and as a JSON body
+        (see the module docstring: the document leaves the place open)."""
+        return self._request("GET", path, params=params, json=params)
+
     def _check_http(self, response: httpx.Response) -> None:
         if response.status_code in (401, 403):
             raise PermanentProviderError(

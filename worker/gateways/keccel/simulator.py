@@ -6,12 +6,19 @@ description, as the real service does. Balance numbers come back as strings
 to keep clients tolerant. PUSH: when the account callback URL is set (the
 dashboard setting; `/_control/keccel/account`), each final status is pushed
 as `GET <url>?messageID=...&status=DELIVERED|FAILED`.
+
+Parameters are read from the query string and from a JSON object body, on
+every path: the document says "both requests and responses are transmitted in
+JSON format" and tables the GETs' parameters without saying where they go, the
+seed SDK `pykeccelsms` sends them as a JSON body even on its GETs, and smsq's
+adapter sends them both ways. A body that is not a JSON object is refused.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +27,38 @@ from starlette.routing import Route
 from worker.gateways.sandbox.base import ProviderSim, SimMessage, outcome_for
 
 _FINAL = {"delivered": "DELIVERED", "undelivered": "FAILED", "expired": "FAILED"}
+_SEND_FIELDS = ("token", "to", "from", "message")
+
+
+def _text(value: Any) -> str:
+    """A JSON value as the text a query string would carry (numbers too)."""
+    return "" if value is None else str(value)
+
+
+async def request_params(request: Request) -> dict[str, str] | None:
+    """The query string, with a JSON object body's fields over it; None for a body
+    that is not a JSON object. Names are lower-cased: the document writes both
+    `messageID` and `messageid`."""
+    params = {k.lower(): v for k, v in request.query_params.items()}
+    body = await request.body()
+    if not body.strip():
+        return params
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, too deep
+        return None
+    if not isinstance(data, dict):
+        return None
+    params.update({str(k).lower(): _text(v) for k, v in data.items()})
+    return params
+
+
+def _rejected(description: str) -> JSONResponse:
+    return JSONResponse({"status": "Rejected", "description": description})
+
+
+def _error(description: str, **fields: str) -> JSONResponse:
+    return JSONResponse({**fields, "status": "Error", "description": description})
 
 
 class KeccelSim(ProviderSim):
@@ -40,39 +79,32 @@ class KeccelSim(ProviderSim):
         return None
 
     async def message(self, request: Request) -> Response:
-        try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return JSONResponse({"status": "Rejected", "description": "Invalid JSON"})
-        if not isinstance(data, dict):
-            return JSONResponse({"status": "Rejected", "description": "Invalid JSON"})
-        for field in ("token", "to", "from", "message"):
-            if not str(data.get(field) or "").strip():
-                return JSONResponse(
-                    {"status": "Rejected", "description": f"Missing parameter: {field}"}
-                )
-        if data["token"] != self.credentials["token"]:
-            return JSONResponse({"status": "Rejected", "description": "Invalid token"})
+        params = await request_params(request)
+        if params is None:
+            return _rejected("Invalid JSON")
+        missing = next((f for f in _SEND_FIELDS if not params.get(f, "").strip()), None)
+        if missing:
+            return _rejected(f"Missing parameter: {missing}")
+        if params["token"] != self.credentials["token"]:
+            return _rejected("Invalid token")
         problem = self._account_problem()
         if problem:
-            return JSONResponse({"status": "Rejected", "description": problem})
-        to = str(data["to"]).strip()
+            return _rejected(problem)
+        to = params["to"].strip()
         self.count_recipients(1)
         if not to.isdigit() or not to.startswith("243"):
-            return JSONResponse({"status": "Rejected", "description": "Invalid destination number"})
+            return _rejected("Invalid destination number")
         outcome = outcome_for(to)
         if outcome == "rejected":
-            return JSONResponse(
-                {"status": "Rejected", "description": "Destination rejected by the network"}
-            )
+            return _rejected("Destination rejected by the network")
         if not self.charge(1):
-            return JSONResponse({"status": "Rejected", "description": "Insufficient credit"})
+            return _rejected("Insufficient credit")
         msg = self.add_message(
             SimMessage(
                 id=self.new_id(),
                 to=to,
-                text=str(data["message"]),
-                sender=str(data["from"]),
+                text=params["message"],
+                sender=params["from"],
                 outcome=outcome,
             )
         )
@@ -89,24 +121,26 @@ class KeccelSim(ProviderSim):
         )
 
     async def delivery(self, request: Request) -> Response:
-        q = request.query_params
-        if q.get("token") != self.credentials["token"]:
-            return JSONResponse({"status": "Error", "description": "Invalid token"})
-        message_id = (q.get("messageid") or q.get("messageID") or "").strip()
+        params = await request_params(request)
+        if params is None:
+            return _error("Invalid JSON")
+        if params.get("token") != self.credentials["token"]:
+            return _error("Invalid token")
+        message_id = params.get("messageid", "").strip()
         if not message_id:
-            return JSONResponse({"status": "Error", "description": "Missing parameter: messageid"})
+            return _error("Missing parameter: messageid")
         msg = self.messages.get(message_id)
         if msg is None:
-            return JSONResponse(
-                {"messageid": message_id, "status": "Error", "description": "Unknown message"}
-            )
+            return _error("Unknown message", messageid=message_id)
         status = _FINAL[msg.outcome] if self.is_final(msg) else "SENT"
         return JSONResponse({"messageid": message_id, "status": status})
 
     async def balance_check(self, request: Request) -> Response:
-        q = request.query_params
-        if q.get("token") != self.credentials["token"]:
-            return JSONResponse({"status": "Error", "description": "Invalid token"})
+        params = await request_params(request)
+        if params is None:
+            return _error("Invalid JSON")
+        if params.get("token") != self.credentials["token"]:
+            return _error("Invalid token")
         expiration = self.expires_at.strftime("%d-%b-%Y %H:%M:%S") if self.expires_at else ""
         return JSONResponse(
             {
