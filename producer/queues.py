@@ -5,11 +5,14 @@ The producer publishes by task name, so it needs none of the worker's code.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
 from producer.embedded_redis import ensure_embedded_redis
 from producer.settings import get_settings
+
+log = logging.getLogger("smsq.queues")
 
 SEND_TASK = "smsq.send"
 POLL_TASK = "smsq.poll"
@@ -35,11 +38,36 @@ VISIBILITY_TIMEOUT = 3600  # seconds; every countdown and time limit stays well 
 MAX_COUNTDOWN = 60.0  # longer waits live in the store and beat enqueues them when due
 
 
+_embedded_expected = False
+_warned = False
+
+
+def expect_embedded_redis() -> None:
+    """This process is one where a person expects the embedded Redis when no broker is
+    set (the `smsq` command, the local stack, tests): no warning."""
+    global _embedded_expected
+    _embedded_expected = True
+
+
 @lru_cache(maxsize=1)
 def broker_url() -> str:
+    """SMSQ_BROKER_URL, or the embedded Redis under SMSQ_DATA_DIR (started if none runs).
+
+    A web app that imports the producer with no broker set gets the embedded one too,
+    so nothing it sends is lost, but says so once at WARNING: in production every
+    process must share one Redis, named by SMSQ_BROKER_URL."""
+    global _warned
     settings = get_settings()
     if settings.broker_url:
         return settings.broker_url
+    if not _embedded_expected and not _warned:
+        _warned = True
+        log.warning(
+            "SMSQ_BROKER_URL is not set: using the embedded Redis under %s (started if "
+            "none runs there); set SMSQ_BROKER_URL=redis://HOST:6379/0 so that every "
+            "process of the deployment shares one broker",
+            settings.data_dir,
+        )
     return ensure_embedded_redis(settings.data_dir)
 
 

@@ -7,6 +7,7 @@ them.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -134,9 +135,33 @@ def parse_schedule(value: str) -> list[float]:
     return delays
 
 
+STACK_ENV = "stack.env"
+
+
+def stack_env_file() -> Path | None:
+    """`SMSQ_DATA_DIR/stack.env`, written by a running `smsq dev` stack (its broker,
+    sandbox URLs and credentials), so `smsq send`, `smsq status` and the producer in a
+    second shell reach it with no exports; None when absent or its stack has stopped.
+    Real environment variables and `.env` still win over it."""
+    path = Path(os.environ.get("SMSQ_DATA_DIR") or "./var") / STACK_ENV
+    try:
+        first = path.read_text().split("\n", 1)[0]
+        pid = int(first.rsplit(" ", 1)[1])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return path
+
+
+def env_files() -> tuple[str, ...]:
+    """The dotenv files settings read, first to last (a later one wins)."""
+    stack = stack_env_file()
+    return (str(stack), ".env") if stack else (".env",)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return Settings(_env_file=env_files())  # type: ignore[call-arg]
 
 
 def provider_names() -> tuple[str, ...]:
@@ -151,7 +176,7 @@ def provider_settings(name: str) -> ProviderSettings:
     """The gateway's own settings class (declared in its spec), read from SMSQ_<P>_*."""
     from worker.gateways.registry import spec
 
-    return spec(name).settings()
+    return spec(name).settings(_env_file=env_files())  # type: ignore[call-arg]
 
 
 def reload_settings() -> None:

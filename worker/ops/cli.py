@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from producer.queues import expect_embedded_redis
+
+    expect_embedded_redis()  # `smsq` on a machine with no broker set: the embedded one
     try:
         args = _parser().parse_args(argv)
     except UsageError as exc:
@@ -239,7 +242,9 @@ def _dev(args: argparse.Namespace) -> int:
     stack = Stack(data_dir=_data_dir(), flower=True)
     stack.start()
     assert stack.sandbox is not None
+    env_file = stack.publish_env()
     print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
+    print(f"another shell here reaches this stack with no exports ({env_file})")
     print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
     print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop")
     try:
@@ -247,6 +252,7 @@ def _dev(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        env_file.unlink(missing_ok=True)
         stack.stop()
     return 0
 

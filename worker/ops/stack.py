@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producer.embedded_redis import ensure_embedded_redis, running_url, stop_embedded_redis
-from producer.settings import provider_names, reload_settings
+from producer.settings import STACK_ENV, provider_names, reload_settings
 from worker.gateways import registry
 from worker.gateways.sandbox.server import RunningSandbox, free_port, start_in_thread
 
@@ -74,6 +74,7 @@ class Stack:
     started_redis: bool = False
     redis_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    exported: dict[str, str] = field(default_factory=dict)  # the SMSQ_* this stack set
 
     @property
     def worker_names(self) -> list[str]:
@@ -88,6 +89,9 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     def start(self, providers: list[str] | None = None) -> None:
+        from producer.queues import expect_embedded_redis
+
+        expect_embedded_redis()
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
@@ -112,6 +116,7 @@ class Stack:
             **self.extra_env,
         }
         os.environ.update(env)
+        self.exported = env
         self.env = {**os.environ}
         reset_process_state()  # a second stack in one process gets its own Redis and store
         from producer import db
@@ -144,6 +149,17 @@ class Stack:
             self.env["FLOWER_BASIC_AUTH"] = os.environ["FLOWER_BASIC_AUTH"]
             self._spawn("flower", command)
         self.wait_ready()
+
+    def publish_env(self) -> Path:
+        """Write `stack.env` under the data dir (`producer.settings.stack_env_file`):
+        what a second shell's `smsq` or producer needs to reach this stack. Sandbox
+        credentials only; readable by this user alone."""
+        path = self.data_dir / STACK_ENV
+        lines = [f"# smsq dev stack, pid {os.getpid()}"]
+        lines += [f"{key}={value}" for key, value in sorted(self.exported.items())]
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
 
     def worker_command(self, name: str = "smsq") -> list[str]:
         return [

@@ -29,7 +29,7 @@ from producer.models import Message, MessageEvent
 from producer.status import Status
 from tests.pg import EmbeddedPostgres
 from tests.unit.conftest import isolate, restore
-from tests.unit.test_postgres_store import add_rows
+from tests.unit.store.test_postgres_store import add_rows
 from worker.gateways.base import OutgoingMessage, SendResult
 from worker.ops import cli
 from worker.sending import send as sending

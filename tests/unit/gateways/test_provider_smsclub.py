@@ -22,7 +22,7 @@ from worker.gateways.smsclub.adapter import DUPLICATE_NOTE, SmsClubAdapter
 
 BASE = "https://im.smsclub.mobi"
 TOKEN = "s3cr3t-Bearer-t0ken"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "smsclub"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "smsclub"
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -31,7 +31,7 @@ from producer.limits import limits_for
 from producer.models import Message, MessageEvent
 from producer.settings import provider_names, reload_settings
 from producer.status import Status, can_move
-from tests.unit.test_adapter_contract import (
+from tests.unit.gateways.test_adapter_contract import (
     NAMES,
     OPS,
     SPECS,

@@ -25,7 +25,7 @@ from worker.gateways.kingsms.adapter import (
     seconds_to_lome_midnight,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kingsms"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "kingsms"
 BASE = "https://edok-api.kingsmspro.org/api/v1"
 API_KEY = "GxAtSMBzwMIlWQMr3QFYTPmx3aGfdUSP"  # the document's placeholder key
 CLIENT_ID = "1"

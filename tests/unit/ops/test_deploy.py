@@ -15,7 +15,7 @@ import yaml
 from producer import settings as smsq_settings
 from worker.gateways import registry
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 PROCFILE = ROOT / "Procfile"
 COMPOSE = DEPLOY / "docker-compose.yml"

@@ -46,9 +46,9 @@ from producer.settings import reload_settings
 from producer.status import Status
 from tests.alert_helpers import WebhookServer
 from tests.pg import SERVER_TIMEZONE, EmbeddedPostgres
-from tests.unit import test_alerts_delivery as alert_tests
+from tests.unit.balance import test_alerts_delivery as alert_tests
+from tests.unit.balance.test_alerts_delivery import account, deliveries, stored_alerts
 from tests.unit.conftest import isolate, restore
-from tests.unit.test_alerts_delivery import account, deliveries, stored_alerts
 from worker.balance import alerts
 from worker.balance.checks import check_all
 from worker.balance.rules import KINDS

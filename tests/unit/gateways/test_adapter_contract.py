@@ -45,7 +45,7 @@ from worker.gateways.base import (
 )
 from worker.gateways.registry import adapter_class
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 Answer = Callable[[httpx.Request, int], httpx.Response]  # (request, n-th call) -> response
 

@@ -32,7 +32,7 @@ from worker.gateways.sms1601.adapter import (
 
 BASE = "http://217.19.227.48/module"
 PASSWORD = "s3cret-pass"
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "sms1601"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sms1601"
 EXAMPLES = json.loads((FIXTURES / "examples.json").read_text(encoding="utf-8"))
 DOC_ERRORS = json.loads((FIXTURES / "error-codes.json").read_text(encoding="utf-8"))
 

@@ -1,0 +1,73 @@
+"""`make dev` is usable from a second shell (issue 14, point 5): `smsq dev` leaves
+`stack.env` under its data dir, so `smsq send` and `smsq status` in another
+process, with no SMSQ_* exported, reach its broker and sandbox; Ctrl-C removes
+the file and stops every process it started (no Redis left behind)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from producer.embedded_redis import running_url
+
+pytestmark = pytest.mark.integration
+SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
+
+
+def smsq(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SMSQ, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_second_shell_sends_through_a_running_dev_stack(tmp_path: Path) -> None:
+    env = {**clean_env(), "SMSQ_FLOWER_BASIC_AUTH": "admin:test-dev"}
+    dev = subprocess.Popen(
+        [*SMSQ, "dev"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    stack_env = tmp_path / "var" / "stack.env"
+    try:
+        deadline = time.monotonic() + 90
+        while not stack_env.exists():
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "smsq dev did not come up"
+            time.sleep(0.2)
+        assert oct(stack_env.stat().st_mode & 0o777) == "0o600"
+        sent = smsq(
+            tmp_path, "send", "--to", "243851234567", "--text", "Hello", "--provider", "keccel"
+        )
+        assert sent.returncode == 0, sent.stderr
+        mid = re.search(r"[0-9a-f]{32}", sent.stdout)
+        assert mid is not None, sent.stdout
+        deadline = time.monotonic() + 60
+        while True:
+            shown = smsq(tmp_path, "status", mid.group(0), "--json")
+            if '"delivered"' in shown.stdout:
+                break
+            assert time.monotonic() < deadline, shown.stdout + shown.stderr
+            time.sleep(1)
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        dev.wait(timeout=60)
+    assert not stack_env.exists()
+    assert running_url(tmp_path / "var") is None  # the embedded Redis stopped with it
+    # Without the stack, a second shell no longer reaches a sandbox it cannot see.
+    late = smsq(tmp_path, "send", "--to", "243851234567", "--text", "Hi", "--provider", "keccel")
+    assert late.returncode != 0 and "not configured" in late.stderr
