@@ -41,6 +41,7 @@ TRUST_AFTER = TTL_SECONDS + BEAT_SECONDS
 _lock = threading.Lock()
 _identity: tuple[int, str] | None = None  # (pid, id): a forked child gets its own
 _thread: threading.Thread | None = None
+_beat_url: str | None = None  # the Redis the last heartbeat reached
 _stop = threading.Event()
 
 
@@ -54,8 +55,12 @@ def process_id() -> str:
 
 
 def _beat_once() -> bool:
+    global _beat_url
+    from producer.queues import broker_url
+
     try:
         redis_client.shared().set(KEY.format(process_id()), "1", ex=TTL_SECONDS)
+        _beat_url = broker_url()
         return True
     except (redis.RedisError, OSError, RuntimeError):
         log.debug("heartbeat not written", exc_info=True)
@@ -74,8 +79,12 @@ def ensure_heartbeat() -> str:
     test, a script) is seen alive while it runs.
     """
     global _thread
+    from producer.queues import broker_url
+
     pid_id = process_id()
     if _thread is not None and _thread.is_alive() and _identity and _identity[0] == os.getpid():
+        if _beat_url != broker_url():  # another Redis (a test's stack, the CLI's): beat there now
+            _beat_once()
         return pid_id
     with _lock:
         if _thread is None or not _thread.is_alive():

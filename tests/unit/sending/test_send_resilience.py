@@ -29,6 +29,7 @@ from worker.gateways.base import (
     SendResult,
 )
 from worker.resilience.breaker import Breaker
+from worker.sending import divert, record
 from worker.sending import send as sending
 
 DRC = "243851234567"
@@ -211,11 +212,11 @@ def test_retry_after_is_honoured_exactly_and_429_is_not_counted(
 def test_backoff_is_exponential_jittered_and_capped(store: None) -> None:
     settings = get_settings()  # base 0.1, cap 0.4
     for attempt, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.4), (9, 0.4)]:
-        delays = {sending.backoff_delay(attempt) for _ in range(50)}
+        delays = {record.backoff_delay(attempt) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempt, delays)
         assert len(delays) > 1  # jitter
     assert settings.retry_cap_seconds == 0.4
-    assert sending.backoff_delay(5, retry_after=42.0) == 42.0
+    assert record.backoff_delay(5, retry_after=42.0) == 42.0
 
 
 def test_gives_up_after_max_attempts(
@@ -346,16 +347,16 @@ def test_fallback_choice_skips_unusable_providers(
 ) -> None:
     mid = add_row(fallbacks="smsclub,kingsms,sms1601")
     Breaker("kingsms").trip(20)
-    target, skipped = sending.fallback_for(row(mid))
+    target, skipped = divert.fallback_for(row(mid))
     assert target == "sms1601"
     assert skipped == ["smsclub is not configured", "kingsms circuit breaker open"]
     flash = add_row(provider="kingsms", fallbacks="sms1601", flash=True)
-    assert sending.fallback_for(row(flash)) == (
+    assert divert.fallback_for(row(flash)) == (
         None,
         ["sms1601 cannot take it (flash: not supported)"],
     )
     sender = add_row(provider="keccel", fallbacks="sms1601", sender="SHOP")
-    assert sending.fallback_for(row(sender))[0] == "sms1601"
+    assert divert.fallback_for(row(sender))[0] == "sms1601"
 
 
 # -- the send-time guard ------------------------------------------------------------
@@ -530,7 +531,7 @@ def test_a_message_whose_answer_was_lost_is_not_rerouted(gateways) -> None:  # t
     mid = add_row(
         "smsclub", fallbacks="sms1601", to="380989361131", sender="SMSQ", maybe_sent_at=utcnow()
     )
-    target, skipped = sending.fallback_for(row(mid))
+    target, skipped = divert.fallback_for(row(mid))
     assert target is None
     assert skipped == ["none: smsclub may have it already (an answer was lost)"]
 
