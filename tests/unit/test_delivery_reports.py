@@ -33,6 +33,9 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type:
         SMSQ_KECCEL_TOKEN="k",
         SMSQ_KINGSMS_API_KEY="a",
         SMSQ_KINGSMS_CLIENT_ID="1",
+        SMSQ_KECCEL_DLR_MODE="push",
+        SMSQ_KINGSMS_DLR_MODE="push",
+        SMSQ_SMS1601_DLR_MODE="push",
     )
     yield
     restore(monkeypatch)
