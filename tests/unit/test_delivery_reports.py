@@ -292,3 +292,62 @@ def test_unknown_id_push_is_200_and_recorded(client: TestClient) -> None:
 def test_provider_without_push_has_no_callback_endpoint(client: TestClient) -> None:
     answer = client.get(f"/dlr/smsclub/{callback_token('smsclub')}")
     assert answer.status_code == 404
+
+
+def test_rotated_secret_accepts_old_and_new_tokens_until_the_previous_is_unset(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.tracking import callback_urls
+
+    old_token = callback_token("keccel")  # under unit-test-callback-secret
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "the-new-callback-secret")
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET_PREVIOUS", "unit-test-callback-secret")
+    monkeypatch.setattr(callback_urls, "_warned_previous", set())
+    reload_settings()
+    new_token = callback_token("keccel")
+    assert new_token != old_token
+    first, second, third = make_row(pid="5001"), make_row(pid="5002"), make_row(pid="5003")
+    with caplog.at_level("WARNING", logger="smsq.callbacks"):
+        for token, pid in ((old_token, "5001"), (new_token, "5002"), (old_token, "5001")):
+            answer = client.get(
+                f"/dlr/keccel/{token}", params={"messageID": pid, "status": "DELIVERED"}
+            )
+            assert answer.status_code == 200
+    assert load(first).status == load(second).status == "delivered"
+    warned = [r for r in caplog.records if "previous callback secret" in r.getMessage()]
+    assert len(warned) == 1 and "unit-test-callback-secret" not in warned[0].getMessage()
+    monkeypatch.delenv("SMSQ_CALLBACK_SECRET_PREVIOUS")
+    reload_settings()
+    answer = client.get(
+        f"/dlr/keccel/{old_token}", params={"messageID": "5003", "status": "DELIVERED"}
+    )
+    assert answer.status_code == 403 and load(third).status == "sent"
+
+
+def test_the_app_callback_secret_does_not_make_delivery_report_tokens(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.tracking.callback_urls import token_for
+
+    monkeypatch.setenv("SMSQ_APP_CALLBACK_SECRET", "app-secret-known-to-apps")
+    reload_settings()
+    mid = make_row(pid="5004")
+    forged = token_for("app-secret-known-to-apps", "keccel")
+    answer = client.get(
+        f"/dlr/keccel/{forged}", params={"messageID": "5004", "status": "DELIVERED"}
+    )
+    assert answer.status_code == 403 and load(mid).status == "sent"
+
+
+def test_push_to_a_provider_in_pull_mode_is_404_and_changes_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_KECCEL_DLR_MODE", "pull")
+    reload_settings()
+    mid = make_row(pid="5005")
+    answer = client.get(
+        f"/dlr/keccel/{callback_token('keccel')}",
+        params={"messageID": "5005", "status": "DELIVERED"},
+    )
+    assert answer.status_code == 404 and "SMSQ_KECCEL_DLR_MODE=pull" in answer.json()["error"]
+    assert load(mid).status == "sent" and events(mid) == [] and events(None) == []

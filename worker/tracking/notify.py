@@ -14,8 +14,6 @@ of one message are posted in order, an earlier one first.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -33,6 +31,7 @@ from sqlmodel import Session, select
 from producer import db
 from producer.models import AppNotification, Message, utcnow
 from producer.settings import get_settings
+from producer.signing import signed_headers
 from producer.status import Status
 from worker.gateways.base import parse_retry_after
 from worker.ops import metrics
@@ -124,14 +123,20 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def signature(body: bytes) -> str | None:
-    """`sha256=<hex>` of the body under SMSQ_CALLBACK_SECRET, for the app to check."""
-    secret = get_settings().callback_secret
+_warned_unsigned = False
+
+
+def signature_headers(body: bytes) -> dict[str, str]:
+    """X-Smsq-Timestamp and X-Smsq-Signature under SMSQ_APP_CALLBACK_SECRET (never the
+    delivery-report secret); none, with one warning per process, when it is unset."""
+    global _warned_unsigned
+    secret = get_settings().app_callback_secret
     if secret is None or not secret.get_secret_value():
-        return None
-    return (
-        "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-    )
+        if not _warned_unsigned:
+            _warned_unsigned = True
+            log.warning("SMSQ_APP_CALLBACK_SECRET is unset: status callbacks to apps go unsigned")
+        return {}
+    return signed_headers(body, secret.get_secret_value())
 
 
 def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str, int]:
@@ -217,9 +222,7 @@ def _post(note: AppNotification, client: httpx.Client) -> tuple[str, bool]:
     body_with_id = json.loads(note.payload)
     body_with_id["event_id"] = note.id
     body = json.dumps(body_with_id).encode()
-    sig = signature(body)
-    if sig:
-        headers["X-Smsq-Signature"] = sig
+    headers.update(signature_headers(body))
     retry_after: float | None = None
     error: str | None = None
     permanent = unreachable = False
