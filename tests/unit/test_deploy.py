@@ -156,7 +156,7 @@ def test_procfile_commands() -> None:
         "worker.celery_app",
         "worker",
         "threads",
-        "maintenance,poll,send",
+        "callbacks,maintenance,poll,send",
         "True",
     )
     assert "-A worker.celery_app beat" in entries["beat"]

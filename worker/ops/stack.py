@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producer.embedded_redis import ensure_embedded_redis, running_url, stop_embedded_redis
+from producer.queues import WORKER_QUEUES
 from producer.settings import PROVIDER_NAMES, reload_settings
 from worker.gateways.sandbox.base import SANDBOX_CREDENTIALS
 from worker.gateways.sandbox.server import RunningSandbox, free_port, start_in_thread
@@ -164,7 +165,7 @@ class Stack:
             str(self.worker_concurrency),
             "-E",
             "-Q",
-            "send,poll,maintenance",
+            WORKER_QUEUES,
             "-n",
             f"{name}@%h",
             "--loglevel",
