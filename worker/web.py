@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
 from worker.ops.logs import install as install_logging
+from worker.ops.startup_checks import warn_once
 from worker.tracking.callback_urls import token_is_valid
 from worker.tracking.dlr import apply_push
 
@@ -37,7 +39,15 @@ log = logging.getLogger("smsq.web")
 for _name in ("", "uvicorn.error", "uvicorn.access"):
     install_logging(logging.getLogger(_name))
 
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    warn_once()  # plain-http gateways with credentials
+    yield
+
+
 app = FastAPI(
+    lifespan=_lifespan,
     title="smsq",
     version="0.1.0",
     description="Delivery callbacks, health, metrics and the HTTP enqueue API of smsq.",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from producer.models import AppNotification, Message
 from producer.queues import NOTIFY_TASK, TASK_ROUTES, WORKER_QUEUES
 from producer.settings import reload_settings
 from producer.status import Status
+from tests.tls_helpers import self_signed
 from tests.unit.conftest import isolate, restore
 from worker.edge.pinned import PinnedTransport
 from worker.gateways.sandbox.server import free_port
@@ -254,20 +254,8 @@ def test_the_post_goes_to_the_checked_address_with_the_name_in_host(
     assert host == f"app.pinned.test:{receiver.port}" and body["status"] == "sent"
 
 
-def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}"]
-    subprocess.run(
-        [*command, "-addext", f"subjectAltName=DNS:{name}"],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
-
-
 def test_https_keeps_the_server_name_and_certificate_check(tmp_path: Path) -> None:
-    key, cert = _certificate(tmp_path, "app.pinned.test")
+    key, cert = self_signed(tmp_path, "DNS:app.pinned.test")
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
     running = Receiver(tls=server_tls)
