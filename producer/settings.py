@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -221,6 +222,9 @@ def all_secrets() -> list[str]:
     """Every configured secret, for log redaction."""
     secrets = [s for n in PROVIDER_NAMES for s in provider_settings(n).secret_values()]
     settings = get_settings()
+    broker_password = urlsplit(settings.broker_url or "").password
+    if broker_password:
+        secrets.append(broker_password)
     for extra in (
         settings.flower_basic_auth,
         settings.api_keys,
