@@ -5,6 +5,7 @@ from producer import send_sms, send_bulk, get_status, InvalidMessage, EnqueueErr
 
 from producer.api import MessageStatus, get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
+from producer.signing import verify_callback
 from producer.status import Status
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "get_status",
     "send_bulk",
     "send_sms",
+    "verify_callback",
 ]

@@ -26,12 +26,12 @@ from producer.settings import get_settings, provider_settings
 from producer.status import Status
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
+    check_callback_url,
     check_idempotency_key,
     check_provider,
     check_send_at,
     check_sender,
     check_text,
-    check_url,
     normalise_number,
 )
 
@@ -155,7 +155,7 @@ def send_sms(
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     when = check_send_at(send_at)
-    url = check_url(callback_url)
+    url = check_callback_url(callback_url)
     row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash))
     return _store_and_queue([row], key)[0]
 
@@ -192,7 +192,7 @@ def send_bulk(
             f"{MAX_IDEMPOTENCY_KEY} characters",
         )
     when = check_send_at(send_at)
-    url = check_url(callback_url)
+    url = check_callback_url(callback_url)
     is_flash = _check_flash(flash)
     rows = [
         _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash)

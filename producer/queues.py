@@ -24,11 +24,13 @@ ALERT_TASK = "smsq.deliver_alerts"
 SEND_QUEUE = "send"
 POLL_QUEUE = "poll"
 MAINTENANCE_QUEUE = "maintenance"
+CALLBACK_QUEUE = "callbacks"  # app callbacks: slow application hosts stay off send and poll
+WORKER_QUEUES = ",".join((SEND_QUEUE, POLL_QUEUE, MAINTENANCE_QUEUE, CALLBACK_QUEUE))
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
     SEND_TASK: {"queue": SEND_QUEUE},
     POLL_TASK: {"queue": POLL_QUEUE},
-    NOTIFY_TASK: {"queue": POLL_QUEUE},
+    NOTIFY_TASK: {"queue": CALLBACK_QUEUE},
     TICK_TASK: {"queue": MAINTENANCE_QUEUE},
     BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
     ALERT_TASK: {"queue": MAINTENANCE_QUEUE},

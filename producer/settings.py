@@ -11,6 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,7 +78,18 @@ class Settings(BaseSettings):
     # A row `sending` this long is settled (SMSQ_UNCERTAIN_SEND) even if its worker
     # still beats: a hung task. Rows of a dead worker settle within about a minute.
     stuck_sending_seconds: float = Field(default=330.0, ge=30)
+    # Delivery-report URL tokens only. While rotating, the previous value's tokens are
+    # accepted too (until SMSQ_CALLBACK_SECRET_PREVIOUS is unset again).
     callback_secret: SecretStr | None = None
+    callback_secret_previous: SecretStr | None = None
+    # Signs status callbacks to the application (X-Smsq-Timestamp, X-Smsq-Signature);
+    # unset: callbacks go unsigned and each process warns once.
+    app_callback_secret: SecretStr | None = None
+    # `callback_url` may aim at loopback/private/link-local... addresses (tests, one host).
+    callback_allow_private: bool = False
+    # The web edge: request bodies above this are refused (413); recipients per HTTP request.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    http_max_bulk: int = Field(default=1000, ge=1)
     # `both` DLR mode: wait this long for a push before falling back to polling.
     push_grace_seconds: float = Field(default=600.0, gt=0)
     # Status callbacks to the application (`callback_url`): attempts and per-POST timeout.
@@ -91,11 +103,14 @@ class Settings(BaseSettings):
     # and the burn-rate window.
     alert_email_to: str | None = None  # comma list of addresses
     smtp_host: str | None = None
-    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    smtp_port: int | None = Field(default=None, gt=0, lt=65536)  # unset: 465 with SSL, else 25
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "smsq@localhost"
     smtp_starttls: bool = False
+    smtp_ssl: bool = False  # implicit TLS from the first byte (port 465)
+    # Log in (send the password) over a connection without TLS: refused unless true.
+    smtp_allow_plaintext: bool = False
     # A low-balance alert re-arms only once the balance is above threshold x this ratio.
     alert_rearm_ratio: float = Field(default=1.1, ge=1.0)
     burn_window_days: float = Field(default=7.0, gt=0)
@@ -189,10 +204,15 @@ def all_secrets() -> list[str]:
     """Every configured secret, for log redaction."""
     secrets = [s for n in provider_names() for s in provider_settings(n).secret_values()]
     settings = get_settings()
+    broker_password = urlsplit(settings.broker_url or "").password
+    if broker_password:
+        secrets.append(broker_password)
     for extra in (
         settings.flower_basic_auth,
         settings.api_keys,
         settings.callback_secret,
+        settings.callback_secret_previous,
+        settings.app_callback_secret,
         settings.smtp_password,
     ):
         if extra is not None and extra.get_secret_value():

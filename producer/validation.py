@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 import phonenumbers
 
+from producer import callback_policy
 from producer.encoding import TextInfo, analyse
 from producer.errors import InvalidMessage
 from producer.limits import limits_for
-from producer.settings import provider_names
+from producer.settings import get_settings, provider_names
 
 # What people paste around a number: spaces, dashes, dots, brackets, a leading + or 00.
 _NUMBER_CHARS = re.compile(r"^\(?\+?[0-9 ().\-/]+$")
@@ -154,3 +155,14 @@ def check_url(value: object, field: str = "callback_url") -> str | None:
     if len(value) > MAX_URL:
         raise InvalidMessage(field, f"is longer than {MAX_URL} characters")
     return _encodable(value.strip(), field)
+
+
+def check_callback_url(value: object, field: str = "callback_url") -> str | None:
+    """An http(s) URL that does not aim inside (see producer.callback_policy)."""
+    url = check_url(value, field)
+    if url is None:
+        return None
+    refusal = callback_policy.url_refusal(url, get_settings().callback_allow_private)
+    if refusal is not None:
+        raise InvalidMessage(field, refusal)
+    return url

@@ -12,7 +12,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_shutdown,
+)
 
 from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
 from producer.settings import get_settings
@@ -43,6 +48,13 @@ def _redact_logs(logger, *args, **kwargs):  # type: ignore[no-untyped-def]
     from worker.ops.logs import install
 
     install(logger)
+
+
+@worker_init.connect
+def _startup_warnings(*args, **kwargs):  # type: ignore[no-untyped-def]
+    from worker.ops.startup_checks import warn_once
+
+    warn_once()
 
 
 @worker_shutdown.connect

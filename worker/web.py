@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,12 +22,14 @@ from producer.api import get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
 from producer.limits import limits_for
 from producer.models import Message
-from producer.settings import get_settings, provider_names
+from producer.settings import get_settings, provider_names, provider_settings
 from worker import redis_client
+from worker.edge.guard import BodyTooLarge, EdgeGuard, too_large_response
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
 from worker.ops.logs import install as install_logging
+from worker.ops.startup_checks import warn_once
 from worker.tracking.callback_urls import token_is_valid
 from worker.tracking.dlr import apply_push
 
@@ -38,24 +40,54 @@ log = logging.getLogger("smsq.web")
 for _name in ("", "uvicorn.error", "uvicorn.access"):
     install_logging(logging.getLogger(_name))
 
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    warn_once()  # plain-http gateways with credentials
+    yield
+
+
 app = FastAPI(
+    lifespan=_lifespan,
     title="smsq",
     version="0.1.0",
     description="Delivery callbacks, health, metrics and the HTTP enqueue API of smsq.",
 )
 
 
+app.add_middleware(EdgeGuard)
+
+
+def validation_problem(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A 422 body naming the field and the rule, never echoing the input."""
+    problems = [{"field": _field_of(e), "rule": _rule_of(e)} for e in errors[:10]]
+    first = problems[0] if problems else {"field": "body", "rule": "is not valid"}
+    return {"error": f"{first['field']}: {first['rule']}", **first, "errors": problems}
+
+
+def _field_of(error: Mapping[str, Any]) -> str:
+    """`to`, `to[1]` or `body` from pydantic's location (union member names left out)."""
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    if error.get("type") == "json_invalid" or not loc or not isinstance(loc[0], str):
+        return "body"
+    index = next((p for p in loc[1:] if isinstance(p, int)), None)
+    return loc[0] if index is None else f"{loc[0]}[{index}]"
+
+
+def _rule_of(error: Mapping[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        return "is not valid JSON"
+    return str(error.get("msg", "is not valid"))
+
+
 @app.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, but a body that is not UTF-8 is echoed with replacement characters
-    (the default handler decoded the raw bytes strictly: a 500)."""
-    errors = [
-        {**e, "input": e["input"].decode("utf-8", "replace")}
-        if isinstance(e.get("input"), bytes)
-        else e
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse(validation_problem(exc.errors()), status_code=422)
+
+
+@app.exception_handler(BodyTooLarge)
+async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+    return too_large_response(get_settings().max_body_bytes)
 
 
 _registry = CollectorRegistry()
@@ -127,6 +159,10 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
     """
     if provider not in provider_names() or not limits_for(provider).supports_push:
         return JSONResponse({"error": "no delivery callbacks for this provider"}, status_code=404)
+    if provider_settings(provider).dlr_mode == "pull":
+        # Reports of a provider that smsq polls are not taken: they would race the polls.
+        error = f"delivery callbacks for {provider} are off (SMSQ_{provider.upper()}_DLR_MODE=pull)"
+        return JSONResponse({"error": error}, status_code=404)
     try:
         valid = await run_in_threadpool(token_is_valid, provider, token)
     except Exception:
@@ -143,6 +179,9 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
             # it); a file part is no report field. Broken forms: 400 below.
             form = await request.form()
             params.update({k: v for k, v in form.items() if isinstance(v, str)})
+    except BodyTooLarge:
+        metrics.CALLBACKS.labels(provider, "malformed").inc()
+        return too_large_response(get_settings().max_body_bytes)
     except Exception:
         metrics.CALLBACKS.labels(provider, "malformed").inc()
         return JSONResponse({"error": "malformed callback: unreadable body"}, status_code=400)
@@ -168,37 +207,15 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
 app.add_api_route("/dlr/{provider}/{token}", _dlr, methods=["GET", "POST"], include_in_schema=False)
 
 
-def _authorised(authorization: str | None) -> bool:
-    keys = get_settings().api_keys
-    if keys is None or not keys.get_secret_value():
-        return False
-    if not authorization or not authorization.lower().startswith("bearer "):
-        return False
-    given = authorization[7:].strip()
-    return any(
-        hmac.compare_digest(given, k.strip())
-        for k in keys.get_secret_value().split(",")
-        if k.strip()
-    )
-
-
-def _api_guard(authorization: str | None) -> JSONResponse | None:
-    keys = get_settings().api_keys
-    if keys is None or not keys.get_secret_value():
-        return JSONResponse(
-            {"error": "the HTTP enqueue API is off (set SMSQ_API_KEYS)"}, status_code=404
-        )
-    if not _authorised(authorization):
-        return JSONResponse({"error": "missing or wrong API key"}, status_code=401)
-    return None
-
-
 @app.post("/v1/messages", status_code=201)
-def create_message(body: MessageIn, authorization: str | None = Header(default=None)) -> Any:
-    """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`."""
-    denied = _api_guard(authorization)
-    if denied:
-        return denied
+def create_message(body: MessageIn) -> Any:
+    """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`.
+
+    The API key was checked by EdgeGuard before the body was read."""
+    limit = get_settings().http_max_bulk
+    if isinstance(body.to, list) and len(body.to) > limit:
+        rule = f"has {len(body.to)} numbers; at most {limit} per request (SMSQ_HTTP_MAX_BULK)"
+        return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
     kwargs = body.model_dump(exclude={"to"})
     try:
         if isinstance(body.to, list):
@@ -219,10 +236,8 @@ def _unavailable(error: str) -> JSONResponse:
 
 
 @app.get("/v1/messages/{message_id}")
-def read_message(message_id: str, authorization: str | None = Header(default=None)) -> Any:
-    denied = _api_guard(authorization)
-    if denied:
-        return denied
+def read_message(message_id: str) -> Any:
+    """One message's status (the API key was checked by EdgeGuard)."""
     try:
         status = get_status(message_id)
     except InvalidMessage as exc:

@@ -39,6 +39,8 @@ TEST_ENV = {
     "SMSQ_KECCEL_DLR_MODE": "both",
     "SMSQ_SMS1601_DLR_MODE": "both",
     "SMSQ_PUSH_GRACE_SECONDS": "1.5",
+    # The app-callback tests' receiver listens on loopback.
+    "SMSQ_CALLBACK_ALLOW_PRIVATE": "true",
 }
 
 

@@ -76,13 +76,35 @@ def email_message(payload: dict[str, Any], settings: Settings) -> EmailMessage:
     return msg
 
 
+def smtp_plan(settings: Settings) -> tuple[bool, int, bool]:
+    """(implicit TLS, port, STARTTLS) for the configured server. Raises ChannelError,
+    before connecting, when the password would cross the network without TLS."""
+    implicit = settings.smtp_ssl
+    port = settings.smtp_port or (465 if implicit else 25)
+    starttls = settings.smtp_starttls and not implicit
+    if settings.smtp_username and not (implicit or starttls) and not settings.smtp_allow_plaintext:
+        raise ChannelError(
+            "email: refusing to log in without TLS: set SMSQ_SMTP_STARTTLS=true or "
+            "SMSQ_SMTP_SSL=true (or SMSQ_SMTP_ALLOW_PLAINTEXT=true to send the password in clear)"
+        )
+    return implicit, port, starttls
+
+
+def _connect(settings: Settings, implicit: bool, port: int) -> smtplib.SMTP:
+    host = settings.smtp_host or ""
+    if implicit:
+        return smtplib.SMTP_SSL(
+            host, port, timeout=TIMEOUT_SECONDS, context=ssl.create_default_context()
+        )
+    return smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS)
+
+
 def send_email(payload: dict[str, Any], settings: Settings) -> None:
-    """Send the alert over SMTP (STARTTLS and login when configured)."""
+    """Send the alert over SMTP: implicit TLS or STARTTLS, then login when configured."""
+    implicit, port, starttls = smtp_plan(settings)
     try:
-        with smtplib.SMTP(
-            settings.smtp_host or "", settings.smtp_port, timeout=TIMEOUT_SECONDS
-        ) as smtp:
-            if settings.smtp_starttls:
+        with _connect(settings, implicit, port) as smtp:
+            if starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if settings.smtp_username:
                 password = settings.smtp_password

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producer.embedded_redis import ensure_embedded_redis, running_url, stop_embedded_redis
+from producer.queues import WORKER_QUEUES
 from producer.settings import STACK_ENV, provider_names, reload_settings
 from worker.gateways import registry
 from worker.gateways.sandbox.server import RunningSandbox, free_port, start_in_thread
@@ -175,7 +176,7 @@ class Stack:
             str(self.worker_concurrency),
             "-E",
             "-Q",
-            "send,poll,maintenance",
+            WORKER_QUEUES,
             "-n",
             f"{name}@%h",
             "--loglevel",

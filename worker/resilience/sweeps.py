@@ -24,7 +24,7 @@ from producer.settings import get_settings
 from producer.status import Status
 from worker.resilience import liveness, reconcile
 from worker.store.transitions import move
-from worker.tracking import notify
+from worker.tracking import dlr, notify
 
 log = logging.getLogger("smsq.maintenance")
 
@@ -40,6 +40,7 @@ class TickResult:
     polls: int = 0
     uncertain: int = 0
     notifications: int = 0
+    expired_reports: int = 0
 
 
 SendQueue = Callable[[Sequence[str]], None]
@@ -57,6 +58,7 @@ def tick(
     result.uncertain = _settle_stuck_sending()
     if queue_notify is not None:
         result.notifications = notify.queue_due(queue_notify)
+    result.expired_reports = dlr.expire_unmatched_reports()
     return result
 
 

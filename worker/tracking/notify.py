@@ -3,9 +3,12 @@
 An outbox: `move()` writes an `AppNotification` row in the same transaction as
 the status change, so no change is lost to a crash. Right after the commit its
 id is published to the `smsq.notify_app` task; if the broker is down then,
-beat's tick picks it up. The POST runs on the poll queue, never on the send
-path, with its own timeout, and is retried with exponential backoff (honouring
-`Retry-After`) up to SMSQ_APP_CALLBACK_MAX_ATTEMPTS.
+beat's tick picks it up. The POST runs on the `callbacks` queue of its own (a
+slow application never holds up sends or polls), with its own timeout, and is
+retried with exponential backoff (honouring `Retry-After`) up to
+SMSQ_APP_CALLBACK_MAX_ATTEMPTS. The POST goes to the
+address the worker checked just before (worker.edge.pinned): a host that has
+come to resolve inside since the URL was accepted is refused, not retried.
 
 Delivery is at least once (a worker killed mid-POST posts again), so each body
 carries `event_id` for the application to drop duplicates; the notifications
@@ -14,8 +17,6 @@ of one message are posted in order, an earlier one first.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -32,7 +33,9 @@ from sqlmodel import Session, select
 from producer import db
 from producer.models import AppNotification, Message, utcnow
 from producer.settings import get_settings
+from producer.signing import signed_headers
 from producer.status import Status
+from worker.edge.pinned import CallbackRefused, PinnedTransport
 from worker.gateways.base import parse_retry_after
 from worker.ops import metrics
 from worker.resilience.backoff import delay
@@ -128,14 +131,20 @@ def backoff(attempts: int, retry_after: float | None = None) -> float:
     )
 
 
-def signature(body: bytes) -> str | None:
-    """`sha256=<hex>` of the body under SMSQ_CALLBACK_SECRET, for the app to check."""
-    secret = get_settings().callback_secret
+_warned_unsigned = False
+
+
+def signature_headers(body: bytes) -> dict[str, str]:
+    """X-Smsq-Timestamp and X-Smsq-Signature under SMSQ_APP_CALLBACK_SECRET (never the
+    delivery-report secret); none, with one warning per process, when it is unset."""
+    global _warned_unsigned
+    secret = get_settings().app_callback_secret
     if secret is None or not secret.get_secret_value():
-        return None
-    return (
-        "sha256=" + hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-    )
+        if not _warned_unsigned:
+            _warned_unsigned = True
+            log.warning("SMSQ_APP_CALLBACK_SECRET is unset: status callbacks to apps go unsigned")
+        return {}
+    return signed_headers(body, secret.get_secret_value())
 
 
 def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str, int]:
@@ -158,9 +167,7 @@ def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str,
             )
         )
     own = client is None
-    client = client or httpx.Client(
-        timeout=get_settings().app_callback_timeout_seconds, follow_redirects=False
-    )
+    client = client or callback_client()
     run = _Run(deadline=time.monotonic() + TASK_BUDGET_SECONDS)
     try:
         for message_id in message_ids:
@@ -171,6 +178,17 @@ def deliver(ids: Sequence[int], client: httpx.Client | None = None) -> dict[str,
         if own:
             client.close()
     return counts
+
+
+def callback_client() -> httpx.Client:
+    """No redirects, no proxies from the environment, each address checked and pinned."""
+    settings = get_settings()
+    return httpx.Client(
+        transport=PinnedTransport(allow_private=settings.callback_allow_private),
+        timeout=settings.app_callback_timeout_seconds,
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 @dataclass
@@ -221,9 +239,7 @@ def _post(note: AppNotification, client: httpx.Client) -> tuple[str, bool]:
     body_with_id = json.loads(note.payload)
     body_with_id["event_id"] = note.id
     body = json.dumps(body_with_id).encode()
-    sig = signature(body)
-    if sig:
-        headers["X-Smsq-Signature"] = sig
+    headers.update(signature_headers(body))
     retry_after: float | None = None
     error: str | None = None
     permanent = unreachable = False
@@ -234,6 +250,8 @@ def _post(note: AppNotification, client: httpx.Client) -> tuple[str, bool]:
         error = f"HTTP {answer.status_code}"
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         permanent = 400 <= answer.status_code < 500 and answer.status_code not in (408, 425, 429)
+    except CallbackRefused as exc:  # the host now aims inside: never retried
+        error, permanent = f"refused: {exc}", True
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}"
         unreachable = True

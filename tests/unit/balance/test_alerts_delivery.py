@@ -249,6 +249,7 @@ def test_email_alert_through_a_real_smtp_server(sandbox, env, caplog) -> None:  
         env.setenv("SMSQ_SMTP_HOST", "127.0.0.1")
         env.setenv("SMSQ_SMTP_PORT", str(smtp.port))
         env.setenv("SMSQ_SMTP_USERNAME", smtp.username)
+        env.setenv("SMSQ_SMTP_ALLOW_PLAINTEXT", "true")  # the test server has no TLS
         env.setenv("SMSQ_SMTP_PASSWORD", smtp.password)
         env.setenv("SMSQ_SMTP_FROM", "smsq@example.com")
         env.setenv("SMSQ_ALERT_EMAIL_TO", "ops@example.com, oncall@example.com")

@@ -157,7 +157,7 @@ def test_procfile_commands() -> None:
         "worker.celery_app",
         "worker",
         "threads",
-        "maintenance,poll,send",
+        "callbacks,maintenance,poll,send",
         "True",
     )
     assert "-A worker.celery_app beat" in entries["beat"]
@@ -189,6 +189,14 @@ def test_compose_redis_is_durable() -> None:
     assert redis.get("volumes")
 
 
+def test_compose_redis_has_a_password_of_its_own() -> None:
+    redis = compose()["services"]["redis"]
+    command = argv(redis["command"])
+    password = command[command.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?")  # compose refuses to start without
+    assert redis["environment"]["REDISCLI_AUTH"] == password  # the health check logs in
+
+
 @pytest.mark.parametrize("process", sorted(PROCESS_TYPES))
 def test_compose_commands_agree_with_procfile(process: str) -> None:
     service = compose()["services"][process]
@@ -208,7 +216,9 @@ def test_compose_environment() -> None:
     services = compose()["services"]
     for process in (*PROCESS_TYPES, "migrate"):
         env = services[process]["environment"]
-        assert env["SMSQ_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["SMSQ_BROKER_URL"] == (
+            "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+        )
         assert env["SMSQ_DATABASE_URL"] == "postgresql+psycopg://smsq:smsq@postgres:5432/smsq"
         for name in CREDENTIALS - {"SMSQ_FLOWER_BASIC_AUTH"}:
             assert env[name] == "${" + name + ":-}", (process, name)

@@ -177,6 +177,8 @@ def _clear_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("SMSQ_SMS1601_USERNAME", "u")
     monkeypatch.setenv("SMSQ_SMS1601_PASSWORD", "p")
     monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "fuzz-callback-secret")
+    for name in ("KECCEL", "KINGSMS", "SMS1601"):  # pull mode takes no pushes
+        monkeypatch.setenv(f"SMSQ_{name}_DLR_MODE", "push")
 
 
 @pytest.fixture

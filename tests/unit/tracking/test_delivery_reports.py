@@ -34,6 +34,9 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type:
         SMSQ_KECCEL_TOKEN="k",
         SMSQ_KINGSMS_API_KEY="a",
         SMSQ_KINGSMS_CLIENT_ID="1",
+        SMSQ_KECCEL_DLR_MODE="push",
+        SMSQ_KINGSMS_DLR_MODE="push",
+        SMSQ_SMS1601_DLR_MODE="push",
     )
     yield
     restore(monkeypatch)
@@ -375,3 +378,141 @@ def test_garbage_form_push_is_a_clear_400_and_changes_nothing(
     assert answer.json()["error"].startswith("malformed callback")
     assert load(mid).status == "sent"
     assert events(mid) == [] and events(None) == []
+
+
+def test_rotated_secret_accepts_old_and_new_tokens_until_the_previous_is_unset(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.tracking import callback_urls
+
+    old_token = callback_token("keccel")  # under unit-test-callback-secret
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "the-new-callback-secret")
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET_PREVIOUS", "unit-test-callback-secret")
+    monkeypatch.setattr(callback_urls, "_warned_previous", set())
+    reload_settings()
+    new_token = callback_token("keccel")
+    assert new_token != old_token
+    first, second, third = make_row(pid="5001"), make_row(pid="5002"), make_row(pid="5003")
+    with caplog.at_level("WARNING", logger="smsq.callbacks"):
+        for token, pid in ((old_token, "5001"), (new_token, "5002"), (old_token, "5001")):
+            answer = client.get(
+                f"/dlr/keccel/{token}", params={"messageID": pid, "status": "DELIVERED"}
+            )
+            assert answer.status_code == 200
+    assert load(first).status == load(second).status == "delivered"
+    warned = [r for r in caplog.records if "previous callback secret" in r.getMessage()]
+    assert len(warned) == 1 and "unit-test-callback-secret" not in warned[0].getMessage()
+    monkeypatch.delenv("SMSQ_CALLBACK_SECRET_PREVIOUS")
+    reload_settings()
+    answer = client.get(
+        f"/dlr/keccel/{old_token}", params={"messageID": "5003", "status": "DELIVERED"}
+    )
+    assert answer.status_code == 403 and load(third).status == "sent"
+
+
+def test_the_app_callback_secret_does_not_make_delivery_report_tokens(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.tracking.callback_urls import token_for
+
+    monkeypatch.setenv("SMSQ_APP_CALLBACK_SECRET", "app-secret-known-to-apps")
+    reload_settings()
+    mid = make_row(pid="5004")
+    forged = token_for("app-secret-known-to-apps", "keccel")
+    answer = client.get(
+        f"/dlr/keccel/{forged}", params={"messageID": "5004", "status": "DELIVERED"}
+    )
+    assert answer.status_code == 403 and load(mid).status == "sent"
+
+
+def test_push_to_a_provider_in_pull_mode_is_404_and_changes_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_KECCEL_DLR_MODE", "pull")
+    reload_settings()
+    mid = make_row(pid="5005")
+    answer = client.get(
+        f"/dlr/keccel/{callback_token('keccel')}",
+        params={"messageID": "5005", "status": "DELIVERED"},
+    )
+    assert answer.status_code == 404 and "SMSQ_KECCEL_DLR_MODE=pull" in answer.json()["error"]
+    assert load(mid).status == "sent" and events(mid) == [] and events(None) == []
+
+
+# --- pushes change only messages handed to the gateway -----------------------------
+
+
+@pytest.mark.parametrize("status", [Status.QUEUED, Status.SCHEDULED])
+def test_push_naming_a_message_not_yet_sent_changes_nothing(store, status: Status) -> None:
+    mid = make_row(provider="kingsms", pid=None, status=status)  # type: ignore[arg-type]
+    counts = apply_push("kingsms", [report(Status.DELIVERED, pid="", ref=mid)])
+    assert counts == {"applied": 0, "ignored": 1, "unknown": 0}
+    assert load(mid).status == status.value
+    (kept,) = events(mid)
+    assert kept.applied is False and "not yet handed to the gateway" in (kept.note or "")
+
+
+def test_push_through_the_web_for_a_queued_message_changes_nothing(client: TestClient) -> None:
+    mid = make_row(provider="kingsms", pid=None, status=Status.QUEUED)  # type: ignore[arg-type]
+    answer = client.post(
+        f"/dlr/kingsms/{callback_token('kingsms')}",
+        json={"messageId": "77", "ref": mid, "status": "DLV"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert load(mid).status == "queued"
+
+
+def test_push_for_a_message_being_sent_waits_for_its_gateway_id(store) -> None:
+    mid = make_row(provider="kingsms", pid=None, status=Status.SENDING)  # type: ignore[arg-type]
+    counts = apply_push("kingsms", [report(Status.DELIVERED, pid="901", ref=mid)])
+    assert counts["unknown"] == 1 and load(mid).status == "sending"
+    with db.session() as s:  # the send's answer is stored: the report is adopted
+        row = s.get(Message, mid)
+        assert row is not None
+        row.status, row.provider_message_id = Status.SENT.value, "901"
+        s.add(row)
+        s.commit()
+    mid_sent = load(mid)
+    with db.session() as s:
+        row = s.get(Message, mid_sent.id)
+        assert row is not None
+        assert adopt_early_reports(s, row) == 1
+        s.commit()
+    assert load(mid).status == "delivered"
+
+
+def test_push_matched_by_reference_with_another_gateway_id_changes_nothing(store) -> None:
+    mid = make_row(provider="kingsms", pid="700")
+    counts = apply_push("kingsms", [report(Status.UNDELIVERED, pid="999", ref=mid)])
+    assert counts["ignored"] == 1 and load(mid).status == "sent"
+    assert "differs" in (events(mid)[-1].note or "")
+
+
+def test_unknown_id_reports_are_bounded_in_number(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.tracking import dlr
+
+    monkeypatch.setattr(dlr, "UNKNOWN_REPORTS_MAX", 3)
+    counts = apply_push("keccel", [report(Status.DELIVERED, pid=f"x{i}") for i in range(5)])
+    assert counts == {"applied": 0, "ignored": 0, "unknown": 3, "dropped": 2}
+    assert apply_push("keccel", [report(Status.DELIVERED, pid="x9")])["dropped"] == 1
+    assert len(events(None)) == 3
+
+
+def test_unknown_id_reports_expire_after_24_hours(store) -> None:
+    from datetime import timedelta
+
+    from producer.models import utcnow
+    from worker.tracking.dlr import expire_unmatched_reports
+
+    mid = make_row(pid="800")
+    apply_push("keccel", [report(Status.DELIVERED, pid="old"), report(None, pid="800")])
+    apply_push("keccel", [report(Status.DELIVERED, pid="new")])
+    with db.session() as s:  # age the first call's events by 25 hours
+        for e in s.exec(select(MessageEvent)):
+            if e.provider_message_id in ("old", "800"):
+                e.created_at = utcnow() - timedelta(hours=25)
+                s.add(e)
+        s.commit()
+    assert expire_unmatched_reports() == 1
+    assert [e.provider_message_id for e in events(None)] == ["new"]
+    assert len(events(mid)) == 1  # a message's own history is never expired

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlmodel import select
 
-from producer import db
+from producer import db, verify_callback
 from producer.models import AppNotification, Message
 from producer.settings import reload_settings
 from producer.status import Status
@@ -189,17 +190,44 @@ def test_gives_up_after_max_attempts(store) -> None:
     assert notes()[0].state == "failed"
 
 
-def test_signature_when_a_secret_is_set(store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "app-signing-key")
+def test_callbacks_are_signed_with_time_under_the_app_secret(
+    store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_APP_CALLBACK_SECRET", "app-signing-key")
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "dlr-token-key")
     reload_settings()
     mid = sent_row()
     step(mid, Status.SENT)
     app = App(200)
+    before = int(time.time())
     notify.deliver([notes()[0].id], client=app.client())
     request = app.raw[0]
-    expected = hmac.new(b"app-signing-key", request.content, hashlib.sha256).hexdigest()
+    stamp = request.headers["X-Smsq-Timestamp"]
+    assert before <= int(stamp) <= time.time()
+    signed = stamp.encode() + b"." + request.content
+    expected = hmac.new(b"app-signing-key", signed, hashlib.sha256).hexdigest()
     assert request.headers["X-Smsq-Signature"] == f"sha256={expected}"
+    assert verify_callback(request.content, request.headers, "app-signing-key")
+    # the delivery-report secret signs nothing an app sees
+    assert not verify_callback(request.content, request.headers, "dlr-token-key")
     assert b"app-signing-key" not in request.content
+
+
+def test_without_an_app_secret_callbacks_go_unsigned_and_it_warns_once(
+    store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SMSQ_CALLBACK_SECRET", "dlr-token-key")  # never reused for apps
+    monkeypatch.setattr(notify, "_warned_unsigned", False)
+    reload_settings()
+    mid = sent_row()
+    step(mid, Status.SENT)
+    step(mid, Status.DELIVERED)
+    app = App(200, 200)
+    with caplog.at_level("WARNING", logger="smsq.notify"):
+        notify.deliver([n.id for n in notes()], client=app.client())
+    assert len(app.raw) == 2
+    assert all("X-Smsq-Signature" not in r.headers for r in app.raw)
+    assert sum("SMSQ_APP_CALLBACK_SECRET is unset" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_beat_queues_due_and_frees_stuck_ones(store) -> None:
