@@ -118,6 +118,69 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
     return done
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What becomes of one uncertain send (`decide`): its outcome and the words the
+    row keeps (an error for `fail`, a note otherwise)."""
+
+    outcome: str  # a field of `Settled`: failed | requeued | found | later | left_sent
+    text: str = ""
+    keep_maybe_sent_at: bool = False  # a resend counted on the copy window
+
+
+def decide(
+    *,
+    policy: str,
+    answer: LookupResult | None,
+    cause: str,
+    provider: str,
+    attempts: int,
+    max_attempts: int,
+    copy_refused_until: datetime | None,
+    now: datetime,
+    deadline: datetime,
+) -> Settlement:
+    """SMSQ_UNCERTAIN_SEND applied to what the gateway said (a pure function): fail;
+    resend when asked to or the gateway confirmed it never had it; adopt a found
+    send; resend while the gateway still refuses a copy; ask again later after a
+    failed lookup; otherwise leave it `sent`, never resent blindly."""
+    if policy == "fail":
+        return Settlement(
+            "failed",
+            f"uncertain send ({cause}): the gateway may or may not have it; "
+            "failed by SMSQ_UNCERTAIN_SEND=fail",
+        )
+    if policy == "resend" or (answer is not None and answer.state == "not_found"):
+        why = (
+            f"{answer.detail}; it never reached the gateway, so a resend is safe"
+            if answer is not None
+            else "queued again by SMSQ_UNCERTAIN_SEND=resend (the gateway may already have it)"
+        )
+        if attempts >= max_attempts:
+            return Settlement(
+                "failed", f"uncertain send ({cause}): {why}, but {attempts} attempt(s) are used up"
+            )
+        return Settlement("requeued", f"uncertain send ({cause}): {why}")
+    assert answer is not None
+    if answer.state == "found":
+        return Settlement("found", f"uncertain send reconciled: {answer.detail}")
+    until = copy_refused_until
+    if until is not None and until - now >= WINDOW_RESEND_SLACK and attempts < max_attempts:
+        return Settlement(
+            "requeued",
+            f"uncertain send ({cause}): resent while {provider} still refuses a "
+            f"copy (until {until:%H:%M:%S} UTC): a copy it has comes back refused",
+            keep_maybe_sent_at=True,
+        )
+    if isinstance(answer.raw, dict) and answer.raw.get("retryable") and now < deadline:
+        return Settlement("later")
+    return Settlement(
+        "left_sent",
+        f"uncertain: not resent ({cause}; {answer.detail}); the gateway may have it "
+        "(SMSQ_UNCERTAIN_SEND=reconcile)",
+    )
+
+
 def _apply(
     s,  # type: ignore[no-untyped-def]
     row: Message,
@@ -128,52 +191,41 @@ def _apply(
     now: datetime,
     done: Settled,
 ) -> None:
+    """Gather the facts `decide` needs, then write what it decided."""
     settings = get_settings()
-    if policy == "fail":
-        _finish(
-            s,
-            row,
-            Status.FAILED,
-            source,
-            error=f"uncertain send ({cause}): the gateway may or may not have it; "
-            "failed by SMSQ_UNCERTAIN_SEND=fail",
-        )
-        done.failed += 1
-        return
-    if policy == "resend" or (answer is not None and answer.state == "not_found"):
-        why = (
-            f"{answer.detail}; it never reached the gateway, so a resend is safe"
-            if answer is not None
-            else "queued again by SMSQ_UNCERTAIN_SEND=resend (the gateway may already have it)"
-        )
-        if row.attempts >= settings.max_attempts:
-            _finish(
-                s,
-                row,
-                Status.FAILED,
-                source,
-                error=f"uncertain send ({cause}): {why}, but {row.attempts} attempt(s) are used up",
-            )
-            done.failed += 1
-            return
-        _finish(
-            s,
-            row,
-            Status.QUEUED,
-            source,
-            note=f"uncertain send ({cause}): {why}",
-            next_attempt_at=now,
-        )
-        done.requeued += 1
-        return
-    assert answer is not None
-    if answer.state == "found":
+    first = _aware(row.maybe_sent_at or row.claimed_at or row.updated_at)
+    until = None
+    if policy == "reconcile" and answer is not None and answer.state not in ("found", "not_found"):
+        until = copy_window.refused_until(get_adapter(row.provider), row.provider, first)
+    verdict = decide(
+        policy=policy,
+        answer=answer,
+        cause=cause,
+        provider=row.provider,
+        attempts=row.attempts,
+        max_attempts=settings.max_attempts,
+        copy_refused_until=until,
+        now=now,
+        deadline=_aware(row.created_at) + timedelta(seconds=settings.retry_deadline_seconds),
+    )
+    _write(s, row, verdict, answer, source, now, first)
+    setattr(done, verdict.outcome, getattr(done, verdict.outcome) + 1)
+
+
+def _write(s, row: Message, verdict: Settlement, answer, source: str, now: datetime, first):  # type: ignore[no-untyped-def]
+    """Apply a settlement to the row, through the state machine."""
+    if verdict.outcome == "failed":
+        _finish(s, row, Status.FAILED, source, error=verdict.text)
+    elif verdict.outcome == "requeued":
+        extra = {"maybe_sent_at": first} if verdict.keep_maybe_sent_at else {}
+        _finish(s, row, Status.QUEUED, source, note=verdict.text, next_attempt_at=now, **extra)
+    elif verdict.outcome == "found":
         _finish(
             s,
             row,
             Status.SENT,
             source,
-            note=f"uncertain send reconciled: {answer.detail}",
+            note=verdict.text,
             provider_message_id=answer.provider_message_id,
             sent_at=now,
             error=None,
@@ -182,44 +234,13 @@ def _apply(
             poll_count=0,
         )
         adopt_early_reports(s, row)  # a push may have come before we knew the id
-        done.found += 1
-        return
-    first = _aware(row.maybe_sent_at or row.claimed_at or row.updated_at)
-    until = copy_window.refused_until(get_adapter(row.provider), row.provider, first)
-    if (
-        until is not None
-        and until - now >= WINDOW_RESEND_SLACK
-        and row.attempts < settings.max_attempts
-    ):
-        _finish(
-            s,
-            row,
-            Status.QUEUED,
-            source,
-            note=f"uncertain send ({cause}): resent while {row.provider} still refuses a "
-            f"copy (until {until:%H:%M:%S} UTC): a copy it has comes back refused",
-            next_attempt_at=now,
-            maybe_sent_at=first,
-        )
-        done.requeued += 1
-        return
-    deadline = _aware(row.created_at) + timedelta(seconds=settings.retry_deadline_seconds)
-    if isinstance(answer.raw, dict) and answer.raw.get("retryable") and now < deadline:
+    elif verdict.outcome == "later":
         row.updated_at = now  # the sweep asks again after LOOKUP_RETRY_SECONDS
         s.add(row)
-        done.later += 1
-        return
-    _finish(
-        s,
-        row,
-        Status.SENT,
-        source,
-        note=f"uncertain: not resent ({cause}; {answer.detail}); the gateway may have it "
-        "(SMSQ_UNCERTAIN_SEND=reconcile)",
-        next_attempt_at=None,
-        next_poll_at=None,
-    )
-    done.left_sent += 1
+    else:
+        _finish(
+            s, row, Status.SENT, source, note=verdict.text, next_attempt_at=None, next_poll_at=None
+        )
 
 
 def _finish(s, row: Message, status: Status, source: str, note: str | None = None, **fields):  # type: ignore[no-untyped-def]

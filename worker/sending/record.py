@@ -49,82 +49,93 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
 def _store_results(
     provider: str, rows: list[Message], results: list[SendResult], outcome: SendOutcome
 ) -> None:
+    """The gateway's answer, per message: accepted (the usual case, one UPDATE for the
+    batch), held in its outbox, refused, or missing from the answer."""
     by_ref = {r.ref: r for r in results}
     now = utcnow()
-    first_poll = first_poll_at(provider, now)
     accepted: list[Move] = []
     with db.session() as s:
         for row in load_rows(s, [r.id for r in rows]):
             result = by_ref.get(row.id)
             _attempt_event(s, row, _attempt_outcome(provider, result))
             if result is None:
-                move(
-                    s,
-                    row,
-                    Status.FAILED,
-                    source="worker",
-                    error=f"{provider} gave no answer for this message",
-                )
+                error = f"{provider} gave no answer for this message"
+                move(s, row, Status.FAILED, source="worker", error=error)
                 outcome.failed += 1
-                continue
-            outbox_id = result.raw.get("outbox_id") if isinstance(result.raw, dict) else None
-            if result.accepted and outbox_id:
-                held = (
-                    f"in the {provider} outbox until {row.send_at} (outbox id {outbox_id}); "
-                    "smsq cancel removes it"
-                )
-                move(
-                    s,
-                    row,
-                    Status.SENT,
-                    source="worker",
-                    raw=result.raw,
-                    note=held,
-                    provider_message_id=str(outbox_id),
-                    sent_at=now,
-                    error=None,
-                    next_attempt_at=None,
-                    next_poll_at=None,
-                )
-                row.note = held
-                s.add(row)
+            elif result.accepted and _outbox_id(result):
+                _held_in_outbox(s, row, provider, result, now)
                 outcome.sent += 1
             elif result.accepted:
-                accepted.append(
-                    Move(
-                        row,
-                        {
-                            "provider_message_id": result.provider_message_id,
-                            "sent_at": now,
-                            "error": None,
-                            "next_attempt_at": None,
-                            "next_poll_at": first_poll if result.provider_message_id else None,
-                            "poll_count": 0,
-                        },
-                        raw=result.raw,
-                        note=result.error,
-                    )
-                )
+                accepted.append(_accepted_move(row, result, now, first_poll_at(provider, now)))
             else:
-                move(
-                    s,
-                    row,
-                    result.status
-                    if result.status in (Status.REJECTED, Status.FAILED)
-                    else Status.REJECTED,
-                    source="worker",
-                    raw=result.raw,
-                    error=result.error,
-                    provider_message_id=result.provider_message_id,
-                    next_attempt_at=None,
-                )
+                _refused(s, row, result)
                 outcome.rejected += 1
-        # The usual answer, every message accepted: one UPDATE for the batch.
         outcome.sent += move_many(s, Status.SENT, accepted, source="worker")
         for m in accepted:
             if m.row.status == Status.SENT.value:
                 adopt_early_reports(s, m.row)
         s.commit()
+
+
+def _outbox_id(result: SendResult) -> str | None:
+    raw = result.raw.get("outbox_id") if isinstance(result.raw, dict) else None
+    return str(raw) if raw else None
+
+
+def _accepted_move(row: Message, result: SendResult, now: datetime, first_poll) -> Move:  # type: ignore[no-untyped-def]
+    return Move(
+        row,
+        {
+            "provider_message_id": result.provider_message_id,
+            "sent_at": now,
+            "error": None,
+            "next_attempt_at": None,
+            "next_poll_at": first_poll if result.provider_message_id else None,
+            "poll_count": 0,
+        },
+        raw=result.raw,
+        note=result.error,
+    )
+
+
+def _held_in_outbox(
+    s: Session, row: Message, provider: str, result: SendResult, now: datetime
+) -> None:
+    """Scheduled at the gateway (its outbox): `sent`, with the outbox id to cancel by."""
+    outbox_id = _outbox_id(result)
+    held = (
+        f"in the {provider} outbox until {row.send_at} (outbox id {outbox_id}); "
+        "smsq cancel removes it"
+    )
+    move(
+        s,
+        row,
+        Status.SENT,
+        source="worker",
+        raw=result.raw,
+        note=held,
+        provider_message_id=outbox_id,
+        sent_at=now,
+        error=None,
+        next_attempt_at=None,
+        next_poll_at=None,
+    )
+    row.note = held
+    s.add(row)
+
+
+def _refused(s: Session, row: Message, result: SendResult) -> None:
+    status = result.status if result.status in (Status.REJECTED, Status.FAILED) else Status.REJECTED
+    move(
+        s,
+        row,
+        status,
+        source="worker",
+        raw=result.raw,
+        error=result.error,
+        provider_message_id=result.provider_message_id,
+        next_attempt_at=None,
+    )
 
 
 def _retry_later(
