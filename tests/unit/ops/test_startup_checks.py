@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.settings import KeccelSettings, Sms1601Settings, SmsClubSettings
 from tests.unit.conftest import isolate, restore
+from worker.gateways.keccel import KeccelSettings
+from worker.gateways.sms1601 import Sms1601Settings
+from worker.gateways.smsclub import SmsClubSettings
 from worker.ops import startup_checks
 from worker.ops.startup_checks import plaintext_gateways
 
