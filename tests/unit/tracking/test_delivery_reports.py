@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from producer import db
 from producer.models import Message, MessageEvent
-from producer.settings import reload_settings
+from producer.settings import get_settings, reload_settings
 from producer.status import TERMINAL, Status
 from tests.unit.conftest import isolate, restore
 from worker.gateways.base import StatusReport
@@ -370,12 +370,17 @@ def test_form_push_sent_as_multipart_is_applied_too(client: TestClient) -> None:
 def test_garbage_form_push_is_a_clear_400_and_changes_nothing(
     client: TestClient, ctype: str, body: bytes
 ) -> None:
+    """A body over SMSQ_MAX_BODY_BYTES (the 2 MiB field) is a 413 instead."""
     mid = make_row(pid="4251")
     answer = client.post(
         f"/dlr/keccel/{callback_token('keccel')}", content=body, headers={"content-type": ctype}
     )
-    assert answer.status_code == 400, answer.text
-    assert answer.json()["error"].startswith("malformed callback")
+    if len(body) > get_settings().max_body_bytes:
+        assert answer.status_code == 413, answer.text
+        assert "SMSQ_MAX_BODY_BYTES" in answer.json()["error"]
+    else:
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith("malformed callback")
     assert load(mid).status == "sent"
     assert events(mid) == [] and events(None) == []
 
