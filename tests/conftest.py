@@ -42,14 +42,16 @@ def _our_redis_servers() -> dict[int, str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_process_left_behind() -> Iterator[None]:
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`make test` leaves no embedded Redis running: every server this session started
-    (a stack's, a test's, one a subprocess started under a temporary data dir) is
-    stopped at the end, and named, so the test that forgot it can be found."""
+    under its own temporary directory, or under the checkout's `./var`, is stopped at
+    the end and named, so the test that forgot it can be found. Servers of another
+    session running beside this one (its own basetemp) are left alone."""
     before = set(_our_redis_servers())
+    ours = (str(tmp_path_factory.getbasetemp()), str(Path("var").resolve()))
     yield
     for pid, cwd in _our_redis_servers().items():
-        if pid in before:
+        if pid in before or not cwd.removesuffix(" (deleted)").startswith(ours):
             continue
         sys.stderr.write(f"\nstopping an embedded Redis left running by the tests: {cwd}\n")
         with contextlib.suppress(OSError):
