@@ -28,6 +28,7 @@ from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     check_callback_url,
     check_idempotency_key,
+    check_owner,
     check_provider,
     check_send_at,
     check_sender,
@@ -45,6 +46,7 @@ class MessageStatus:
 
     id: str
     status: str
+    owner: str | None  # the API key name that made it over HTTP; None for Python calls
     provider: str
     provider_message_id: str | None
     to: str
@@ -65,6 +67,7 @@ class MessageStatus:
         return cls(
             id=row.id,
             status=row.status,
+            owner=row.owner or None,
             provider=row.provider,
             provider_message_id=row.provider_message_id,
             to=row.to,
@@ -96,6 +99,7 @@ def _build_row(
     send_at: datetime | None,
     callback_url: str | None,
     flash: bool,
+    owner: str = "",
 ) -> Message:
     chain = choose_providers(number, provider)
     chosen = chain[0]
@@ -106,6 +110,7 @@ def _build_row(
     now = utcnow()
     held_by_gateway = send_at is not None and gateway_schedules(chosen)
     return Message(
+        owner=owner,
         idempotency_key=idempotency_key,
         to=number,
         text=text,
@@ -149,15 +154,21 @@ def send_sms(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    *,
+    owner: str | None = None,
 ) -> str:
-    """Queue one SMS; return its id. Raises InvalidMessage for bad input (nothing stored)."""
+    """Queue one SMS; return its id. Raises InvalidMessage for bad input (nothing stored).
+
+    `owner`: whose message it is (the web process passes the API key's name);
+    idempotency keys are per owner."""
+    who = check_owner(owner)
     number = normalise_number(to, "to")
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
-    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash))
-    return _store_and_queue([row], key)[0]
+    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash), who)
+    return _store_and_queue([row], key, who)[0]
 
 
 def send_bulk(
@@ -169,12 +180,15 @@ def send_bulk(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    *,
+    owner: str | None = None,
 ) -> list[str]:
     """Queue one text to many numbers; every number is checked before anything is stored.
 
     With an idempotency key, message i gets `<key>:<i>`, so the same call twice
-    sends once.
+    sends once. `owner` as for `send_sms`.
     """
+    who = check_owner(owner)
     if isinstance(to, str | bytes) or not isinstance(to, Iterable):
         raise InvalidMessage("to", "must be a list of phone numbers")
     numbers_in = list(to)
@@ -195,17 +209,18 @@ def send_bulk(
     url = check_callback_url(callback_url)
     is_flash = _check_flash(flash)
     rows = [
-        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash)
+        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash, who)
         for i, n in enumerate(numbers)
     ]
-    return _store_and_queue(rows, key)
+    return _store_and_queue(rows, key, who)
 
 
-def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
+def _store_and_queue(rows: list[Message], key: str | None, owner: str = "") -> list[str]:
     """Insert the rows and queue them. With idempotency keys, rows whose key is already
-    stored are not inserted again: their stored ids are returned in their place."""
+    stored (for this owner) are not inserted again: their stored ids are returned in
+    their place."""
     with db.reachable("nothing was stored or queued"):
-        existing = _existing_ids(rows) if key is not None else {}
+        existing = _existing_ids(rows, owner) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
         try:
             _insert(fresh)
@@ -213,7 +228,7 @@ def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
             if key is None:
                 raise
             # Another caller inserted some of the same keys in between: take theirs.
-            existing = _existing_ids(rows)
+            existing = _existing_ids(rows, owner)
             fresh = [r for r in rows if r.idempotency_key not in existing]
             _insert(fresh)
     _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
@@ -239,14 +254,17 @@ def _insert(rows: list[Message]) -> None:
         s.commit()
 
 
-def _existing_ids(rows: list[Message]) -> dict[str | None, str]:
-    """Ids already stored under these rows' idempotency keys."""
+def _existing_ids(rows: list[Message], owner: str) -> dict[str | None, str]:
+    """Ids already stored under these rows' idempotency keys, for this owner."""
     keys = [r.idempotency_key for r in rows if r.idempotency_key]
     found: dict[str | None, str] = {}
     with db.session() as s:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            query = select(Message).where(Message.idempotency_key.in_(chunk))  # type: ignore[union-attr]
+            query = select(Message).where(
+                Message.owner == owner,
+                Message.idempotency_key.in_(chunk),  # type: ignore[union-attr]
+            )
             found.update({m.idempotency_key: m.id for m in s.exec(query)})
     return found
 

@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -53,7 +54,10 @@ class ProviderSettings(BaseSettings):
 class Settings(BaseSettings):
     """Process-wide settings (the contract's table, plus a few of our own)."""
 
-    model_config = SettingsConfigDict(env_prefix="SMSQ_", env_file=".env", extra="ignore")
+    # A refused value is never echoed: it may be a secret (SMSQ_API_KEYS).
+    model_config = SettingsConfigDict(
+        env_prefix="SMSQ_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     broker_url: str | None = None
     database_url: str | None = None
@@ -117,6 +121,12 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        parse_api_keys(value.get_secret_value() if value else "")
+        return value
+
     @field_validator("poll_schedule")
     @classmethod
     def _check_schedule(cls, value: str) -> str:
@@ -148,6 +158,34 @@ def parse_schedule(value: str) -> list[float]:
     if not delays:
         raise ValueError("SMSQ_POLL_SCHEDULE: give at least one delay in seconds")
     return delays
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+DEFAULT_KEY_NAME = "default"
+
+
+def parse_api_keys(raw: str) -> list[tuple[str, str]]:
+    """`name:key,...` (a bare key is named `default`) into (name, key) pairs.
+
+    Several keys may share a name (rotation: both read the same messages). The
+    error names the entry's position, never the key."""
+    pairs: list[tuple[str, str]] = []
+    for position, item in enumerate((i.strip() for i in raw.split(",")), start=1):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        if not sep:
+            name, key = DEFAULT_KEY_NAME, item
+        name, key = name.strip(), key.strip()
+        if not _KEY_NAME.match(name):
+            raise ValueError(
+                f"SMSQ_API_KEYS entry {position}: the name must be 1-100 letters, digits, "
+                "'_', '.' or '-'"
+            )
+        if not key:
+            raise ValueError(f"SMSQ_API_KEYS entry {position}: the key after ':' is empty")
+        pairs.append((name, key))
+    return pairs
 
 
 STACK_ENV = "stack.env"
@@ -219,4 +257,5 @@ def all_secrets() -> list[str]:
             secrets.append(extra.get_secret_value())
             if extra is settings.api_keys:
                 secrets.extend(k.strip() for k in extra.get_secret_value().split(",") if k.strip())
+                secrets.extend(key for _name, key in parse_api_keys(extra.get_secret_value()))
     return secrets

@@ -147,6 +147,18 @@ def check_idempotency_key(value: object, field: str = "idempotency_key") -> str 
     return _encodable(value, field)
 
 
+_OWNER = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def check_owner(value: object, field: str = "owner") -> str:
+    """'' for no owner (Python calls), else a key name: letters, digits, `_ . -`."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _OWNER.match(value):
+        raise InvalidMessage(field, "must be 1-100 letters, digits, '_', '.' or '-'")
+    return value
+
+
 def check_url(value: object, field: str = "callback_url") -> str | None:
     if value is None:
         return None

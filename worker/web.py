@@ -24,7 +24,7 @@ from producer.limits import limits_for
 from producer.models import Message
 from producer.settings import get_settings, provider_names, provider_settings
 from worker import redis_client
-from worker.edge.guard import BodyTooLarge, EdgeGuard, too_large_response
+from worker.edge.guard import BodyTooLarge, EdgeGuard, request_owner, too_large_response
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
@@ -208,7 +208,7 @@ app.add_api_route("/dlr/{provider}/{token}", _dlr, methods=["GET", "POST"], incl
 
 
 @app.post("/v1/messages", status_code=201)
-def create_message(body: MessageIn) -> Any:
+def create_message(body: MessageIn, request: Request) -> Any:
     """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`.
 
     The API key was checked by EdgeGuard before the body was read."""
@@ -217,6 +217,7 @@ def create_message(body: MessageIn) -> Any:
         rule = f"has {len(body.to)} numbers; at most {limit} per request (SMSQ_HTTP_MAX_BULK)"
         return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
     kwargs = body.model_dump(exclude={"to"})
+    kwargs["owner"] = request_owner(request.scope)
     try:
         if isinstance(body.to, list):
             ids = send_bulk(body.to, **kwargs)
@@ -236,14 +237,15 @@ def _unavailable(error: str) -> JSONResponse:
 
 
 @app.get("/v1/messages/{message_id}")
-def read_message(message_id: str) -> Any:
-    """One message's status (the API key was checked by EdgeGuard)."""
+def read_message(message_id: str, request: Request) -> Any:
+    """One message's status, for the key's owner only: another owner's is 404, like
+    an unknown id (the API key was checked by EdgeGuard)."""
     try:
         status = get_status(message_id)
     except InvalidMessage as exc:
         return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
     except StoreUnavailable as exc:
         return _unavailable(str(exc))
-    if status is None:
+    if status is None or status.owner != request_owner(request.scope):
         return JSONResponse({"error": "no such message"}, status_code=404)
     return status.to_dict()
