@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from producer import db
+from producer import db, quotas
 from producer.enqueue import publish_send
-from producer.errors import EnqueueError, InvalidMessage
+from producer.errors import EnqueueError, InvalidMessage, MessageRefused
 from producer.limits import limits_for
 from producer.models import Message, MessageEvent, utcnow
 from producer.routing import choose_providers
@@ -27,13 +27,13 @@ from producer.status import Status
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     check_callback_url,
+    check_destination,
     check_idempotency_key,
     check_owner,
     check_provider,
     check_send_at,
     check_sender,
     check_text,
-    normalise_number,
 )
 
 log = logging.getLogger("smsq.producer")
@@ -156,19 +156,23 @@ def send_sms(
     flash: bool = False,
     *,
     owner: str | None = None,
+    strict_limits: bool = False,
 ) -> str:
-    """Queue one SMS; return its id. Raises InvalidMessage for bad input (nothing stored).
+    """Queue one SMS; return its id. Raises InvalidMessage for bad input and
+    MessageRefused past SMSQ_RECIPIENT_LIMIT (nothing stored either way).
 
     `owner`: whose message it is (the web process passes the API key's name);
-    idempotency keys are per owner."""
+    idempotency keys are per owner. `strict_limits`: when the limit counters
+    (Redis) are unreachable, raise LimitsUnavailable (the web process does)
+    instead of sending uncounted."""
     who = check_owner(owner)
-    number = normalise_number(to, "to")
+    number = check_destination(to, "to")
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
     row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash), who)
-    return _store_and_queue([row], key, who)[0]
+    return _store_and_queue([row], key, who, strict_limits)[0]
 
 
 def send_bulk(
@@ -182,11 +186,13 @@ def send_bulk(
     flash: bool = False,
     *,
     owner: str | None = None,
+    strict_limits: bool = False,
 ) -> list[str]:
     """Queue one text to many numbers; every number is checked before anything is stored.
 
     With an idempotency key, message i gets `<key>:<i>`, so the same call twice
-    sends once. `owner` as for `send_sms`.
+    sends once. `owner` and `strict_limits` as for `send_sms`; one number past
+    SMSQ_RECIPIENT_LIMIT refuses the whole call (MessageRefused names it).
     """
     who = check_owner(owner)
     if isinstance(to, str | bytes) or not isinstance(to, Iterable):
@@ -196,7 +202,7 @@ def send_bulk(
         raise InvalidMessage("to", "is an empty list")
     if len(numbers_in) > MAX_BULK:
         raise InvalidMessage("to", f"has {len(numbers_in)} numbers; at most {MAX_BULK} per call")
-    numbers = [normalise_number(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
+    numbers = [check_destination(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     if key and len(f"{key}:{len(numbers) - 1}") > MAX_IDEMPOTENCY_KEY:  # the stored keys
@@ -212,16 +218,19 @@ def send_bulk(
         _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash, who)
         for i, n in enumerate(numbers)
     ]
-    return _store_and_queue(rows, key, who)
+    return _store_and_queue(rows, key, who, strict_limits)
 
 
-def _store_and_queue(rows: list[Message], key: str | None, owner: str = "") -> list[str]:
+def _store_and_queue(
+    rows: list[Message], key: str | None, owner: str = "", strict_limits: bool = False
+) -> list[str]:
     """Insert the rows and queue them. With idempotency keys, rows whose key is already
     stored (for this owner) are not inserted again: their stored ids are returned in
-    their place."""
+    their place (and they do not count against the recipient limit again)."""
     with db.reachable("nothing was stored or queued"):
         existing = _existing_ids(rows, owner) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
+        _count_recipients(fresh, strict_limits)
         try:
             _insert(fresh)
         except IntegrityError:
@@ -233,6 +242,39 @@ def _store_and_queue(rows: list[Message], key: str | None, owner: str = "") -> l
             _insert(fresh)
     _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
     return [existing.get(r.idempotency_key, r.id) if r.idempotency_key else r.id for r in rows]
+
+
+def _count_recipients(rows: list[Message], strict: bool) -> None:
+    """SMSQ_RECIPIENT_LIMIT: MessageRefused naming every number past it, before anything
+    is stored. Counters unreachable: LimitsUnavailable when `strict`, else uncounted
+    (a Python caller keeps sending through a broker outage, as its rows wait for the
+    sweep) with a warning."""
+    items = quotas.parse_limit(get_settings().recipient_limit, "SMSQ_RECIPIENT_LIMIT")
+    if not items or not rows:
+        return
+    try:
+        refused = quotas.take_numbers(items, [r.to for r in rows])
+    except quotas.LimitsUnavailable as exc:
+        if strict:
+            raise
+        log.warning("recipient limit not counted: %s", exc)
+        return
+    if refused:
+        raise refusal_of(refused)
+
+
+def refusal_of(refused: dict[str, quotas.Refusal]) -> MessageRefused:
+    """One MessageRefused for every refused number (the first few named in the reason)."""
+    numbers = sorted(refused)
+    named = ", ".join(numbers[:5]) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    limit = refused[numbers[0]].limit
+    wait = min(r.retry_after for r in refused.values())
+    return MessageRefused(
+        f"to: {named} reached SMSQ_RECIPIENT_LIMIT ({limit} per number); nothing was "
+        f"stored or queued; retry after {wait} s",
+        retry_after=wait,
+        numbers=numbers,
+    )
 
 
 def _insert(rows: list[Message]) -> None:

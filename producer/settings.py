@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DlrMode = Literal["pull", "push", "both"]
@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # The web edge: request bodies above this are refused (413); recipients per HTTP request.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     http_max_bulk: int = Field(default=1000, ge=1)
+    # Limits that stop pumping (producer.quotas): recipients per API key over HTTP, and
+    # messages per number over every caller (`off` disables either).
+    api_key_limit: str = "600/minute;100000/day"
+    recipient_limit: str = "10/hour"
+    # Calling codes numbers may have (comma list; unset: all), and whether premium-rate,
+    # shared-cost, freephone and non-geographic numbers may be sent to.
+    allowed_countries: str | None = None
+    allow_special_numbers: bool = False
     # `both` DLR mode: wait this long for a push before falling back to polling.
     push_grace_seconds: float = Field(default=600.0, gt=0)
     # Status callbacks to the application (`callback_url`): attempts and per-POST timeout.
@@ -127,6 +135,24 @@ class Settings(BaseSettings):
         parse_api_keys(value.get_secret_value() if value else "")
         return value
 
+    @field_validator("api_key_limit", "recipient_limit")
+    @classmethod
+    def _check_limit(cls, value: str, info: ValidationInfo) -> str:
+        from producer.quotas import parse_limit
+
+        parse_limit(value, f"SMSQ_{str(info.field_name).upper()}")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: str | None) -> str | None:
+        parse_calling_codes(value)
+        return value
+
+    @property
+    def allowed_calling_codes(self) -> frozenset[int]:
+        return parse_calling_codes(self.allowed_countries)
+
     @field_validator("poll_schedule")
     @classmethod
     def _check_schedule(cls, value: str) -> str:
@@ -158,6 +184,19 @@ def parse_schedule(value: str) -> list[float]:
     if not delays:
         raise ValueError("SMSQ_POLL_SCHEDULE: give at least one delay in seconds")
     return delays
+
+
+def parse_calling_codes(value: str | None) -> frozenset[int]:
+    """`243,228,380` (a leading + allowed) into calling codes; empty: every country."""
+    codes: set[int] = set()
+    for part in (value or "").split(","):
+        part = part.strip().lstrip("+")
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= len(part) <= 3:
+            raise ValueError(f"SMSQ_ALLOWED_COUNTRIES: {part!r} is not a calling code like 243")
+        codes.add(int(part))
+    return frozenset(codes)
 
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")

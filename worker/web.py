@@ -19,9 +19,10 @@ from sqlmodel import select
 
 from producer import db
 from producer.api import get_status, send_bulk, send_sms
-from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
+from producer.errors import EnqueueError, InvalidMessage, MessageRefused, StoreUnavailable
 from producer.limits import limits_for
 from producer.models import Message
+from producer.quotas import KEY_SCOPE, LimitsUnavailable, parse_limit, take, too_big
 from producer.settings import get_settings, provider_names, provider_settings
 from worker import redis_client
 from worker.edge.guard import BodyTooLarge, EdgeGuard, request_owner, too_large_response
@@ -216,8 +217,12 @@ def create_message(body: MessageIn, request: Request) -> Any:
     if isinstance(body.to, list) and len(body.to) > limit:
         rule = f"has {len(body.to)} numbers; at most {limit} per request (SMSQ_HTTP_MAX_BULK)"
         return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
+    owner = request_owner(request.scope)
+    refused = _key_limit_refusal(owner, len(body.to) if isinstance(body.to, list) else 1)
+    if refused is not None:
+        return refused
     kwargs = body.model_dump(exclude={"to"})
-    kwargs["owner"] = request_owner(request.scope)
+    kwargs.update(owner=owner, strict_limits=True)
     try:
         if isinstance(body.to, list):
             ids = send_bulk(body.to, **kwargs)
@@ -227,9 +232,40 @@ def create_message(body: MessageIn, request: Request) -> Any:
         return JSONResponse(
             {"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422
         )
-    except EnqueueError as exc:  # the broker or the store: nothing was taken, try again
+    except MessageRefused as exc:
+        return _too_many(exc.reason, exc.retry_after, field="to", numbers=exc.numbers)
+    except EnqueueError as exc:  # broker, store or limit counters: nothing taken, try again
         return _unavailable(str(exc))
     return JSONResponse({"id": mid}, status_code=201)
+
+
+def _key_limit_refusal(owner: str, recipients: int) -> JSONResponse | None:
+    """SMSQ_API_KEY_LIMIT, counted in recipients per key name: 429 past it, 422 when
+    one request is over a limit by itself, 503 when the counters are unreachable
+    (fail closed: an unmetered key is what the limit is there to stop)."""
+    items = parse_limit(get_settings().api_key_limit, "SMSQ_API_KEY_LIMIT")
+    if not items:
+        return None
+    big = too_big(items, recipients)
+    if big is not None:
+        rule = f"has {recipients} numbers; the API key limit allows {big} (SMSQ_API_KEY_LIMIT)"
+        return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
+    try:
+        refusal = take(items, owner, recipients, KEY_SCOPE)
+    except LimitsUnavailable as exc:
+        return _unavailable(str(exc))
+    if refusal is None:
+        return None
+    error = (
+        f"the API key {owner!r} reached its limit ({refusal.limit} recipients, "
+        f"SMSQ_API_KEY_LIMIT); nothing was stored; retry after {refusal.retry_after} s"
+    )
+    return _too_many(error, refusal.retry_after)
+
+
+def _too_many(error: str, retry_after: int, **extra: Any) -> JSONResponse:
+    body = {"error": error, "retry_after": retry_after, **extra}
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after)})
 
 
 def _unavailable(error: str) -> JSONResponse:
