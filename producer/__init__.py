@@ -8,6 +8,7 @@ from producer.errors import EnqueueError, InvalidMessage, MessageRefused, StoreU
 from producer.quotas import LimitsUnavailable
 from producer.signing import verify_callback
 from producer.status import Status
+from producer.suppressions import is_suppressed, suppress, unsuppress
 
 __all__ = [
     "EnqueueError",
@@ -18,7 +19,10 @@ __all__ = [
     "Status",
     "StoreUnavailable",
     "get_status",
+    "is_suppressed",
     "send_bulk",
     "send_sms",
+    "suppress",
+    "unsuppress",
     "verify_callback",
 ]

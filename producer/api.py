@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from producer import db, quotas
+from producer import db, quotas, suppressions
 from producer.enqueue import publish_send
 from producer.errors import EnqueueError, InvalidMessage, MessageRefused
 from producer.limits import limits_for
@@ -230,16 +230,18 @@ def _store_and_queue(
     with db.reachable("nothing was stored or queued"):
         existing = _existing_ids(rows, owner) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
-        _count_recipients(fresh, strict_limits)
+        with db.session() as s:
+            refused = suppressions.blocked(s, [r.to for r in fresh])
+        _count_recipients([r for r in fresh if r.to not in refused], strict_limits)
         try:
-            _insert(fresh)
+            _insert(fresh, refused)
         except IntegrityError:
             if key is None:
                 raise
             # Another caller inserted some of the same keys in between: take theirs.
             existing = _existing_ids(rows, owner)
             fresh = [r for r in rows if r.idempotency_key not in existing]
-            _insert(fresh)
+            _insert(fresh, refused)
     _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
     return [existing.get(r.idempotency_key, r.id) if r.idempotency_key else r.id for r in rows]
 
@@ -277,9 +279,14 @@ def refusal_of(refused: dict[str, quotas.Refusal]) -> MessageRefused:
     )
 
 
-def _insert(rows: list[Message]) -> None:
+def _insert(rows: list[Message], suppressed: dict[str, str] | None = None) -> None:
+    """Insert the rows with their first event; rows to a suppressed number move on to
+    `rejected` in the same transaction, by the state machine's one road (event,
+    metric, app callback), so none is ever queued."""
     if not rows:
         return
+    from worker.store.transitions import move
+
     with db.session() as s:
         for row in rows:
             s.add(row)
@@ -293,6 +300,12 @@ def _insert(rows: list[Message]) -> None:
                     note=f"{row.encoding}, {row.segments} part(s)",
                 )
             )
+        s.flush()
+        for row in rows:
+            if suppressed and row.to in suppressed:
+                error = suppressed[row.to]
+                move(s, row, Status.REJECTED, source="producer", note=error, error=error,
+                     next_attempt_at=None)  # fmt: skip
         s.commit()
 
 

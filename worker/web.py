@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from producer import db
+from producer import db, suppressions
 from producer.api import get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage, MessageRefused, StoreUnavailable
 from producer.limits import limits_for
@@ -285,3 +285,59 @@ def read_message(message_id: str, request: Request) -> Any:
     if status is None or status.owner != request_owner(request.scope):
         return JSONResponse({"error": "no such message"}, status_code=404)
     return status.to_dict()
+
+
+class SuppressionIn(BaseModel):
+    number: str = Field(description="International number; normalised like `to`")
+    reason: str | None = Field(default=None, max_length=200)
+    scope: Literal["all", "bulk"] = Field(
+        default="all", description="`all`: every message; `bulk`: bulk-priority messages only"
+    )
+
+
+def _invalid(exc: InvalidMessage) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422)
+
+
+@app.post("/v1/suppressions", status_code=201)
+def add_suppression(body: SuppressionIn, request: Request) -> Any:
+    """Suppress a number for every owner (one global list); any key may add."""
+    try:
+        entry = suppressions.suppress(
+            body.number, body.reason, body.scope, added_by=request_owner(request.scope)
+        )
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    return JSONResponse(entry.to_dict(), status_code=201)
+
+
+@app.delete("/v1/suppressions/{number}", status_code=204, response_class=Response)
+def remove_suppression(number: str) -> Response:
+    """Take a number off the list: 204, or 404 when it was not on it."""
+    try:
+        removed = suppressions.unsuppress(number)
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    if not removed:
+        return JSONResponse({"error": "the number is not suppressed"}, status_code=404)
+    return Response(status_code=204)
+
+
+@app.get("/v1/suppressions")
+def read_suppressions(
+    limit: int = Query(default=100, ge=1, le=suppressions.MAX_PAGE),
+    after: str | None = Query(default=None, description="the last number of the previous page"),
+) -> Any:
+    """Suppressed numbers in number order, a page at a time (`next`: the next `after`)."""
+    try:
+        entries = suppressions.list_suppressions(limit=limit, after=after)
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    following = entries[-1].number if len(entries) == limit else None
+    return {"suppressions": [e.to_dict() for e in entries], "next": following}
