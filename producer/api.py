@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from producer import db
+from producer import db, quotas, suppressions
 from producer.enqueue import publish_send
-from producer.errors import EnqueueError, InvalidMessage
+from producer.errors import EnqueueError, InvalidMessage, MessageRefused
 from producer.limits import limits_for
 from producer.models import Message, MessageEvent, utcnow
 from producer.routing import choose_providers
@@ -27,12 +27,13 @@ from producer.status import Status
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     check_callback_url,
+    check_destination,
     check_idempotency_key,
+    check_owner,
     check_provider,
     check_send_at,
     check_sender,
     check_text,
-    normalise_number,
 )
 
 log = logging.getLogger("smsq.producer")
@@ -45,6 +46,7 @@ class MessageStatus:
 
     id: str
     status: str
+    owner: str | None  # the API key name that made it over HTTP; None for Python calls
     provider: str
     provider_message_id: str | None
     to: str
@@ -65,6 +67,7 @@ class MessageStatus:
         return cls(
             id=row.id,
             status=row.status,
+            owner=row.owner or None,
             provider=row.provider,
             provider_message_id=row.provider_message_id,
             to=row.to,
@@ -96,6 +99,7 @@ def _build_row(
     send_at: datetime | None,
     callback_url: str | None,
     flash: bool,
+    owner: str = "",
 ) -> Message:
     chain = choose_providers(number, provider)
     chosen = chain[0]
@@ -106,6 +110,7 @@ def _build_row(
     now = utcnow()
     held_by_gateway = send_at is not None and gateway_schedules(chosen)
     return Message(
+        owner=owner,
         idempotency_key=idempotency_key,
         to=number,
         text=text,
@@ -149,15 +154,25 @@ def send_sms(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    *,
+    owner: str | None = None,
+    strict_limits: bool = False,
 ) -> str:
-    """Queue one SMS; return its id. Raises InvalidMessage for bad input (nothing stored)."""
-    number = normalise_number(to, "to")
+    """Queue one SMS; return its id. Raises InvalidMessage for bad input and
+    MessageRefused past SMSQ_RECIPIENT_LIMIT (nothing stored either way).
+
+    `owner`: whose message it is (the web process passes the API key's name);
+    idempotency keys are per owner. `strict_limits`: when the limit counters
+    (Redis) are unreachable, raise LimitsUnavailable (the web process does)
+    instead of sending uncounted."""
+    who = check_owner(owner)
+    number = check_destination(to, "to")
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
-    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash))
-    return _store_and_queue([row], key)[0]
+    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash), who)
+    return _store_and_queue([row], key, who, strict_limits)[0]
 
 
 def send_bulk(
@@ -169,12 +184,17 @@ def send_bulk(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    *,
+    owner: str | None = None,
+    strict_limits: bool = False,
 ) -> list[str]:
     """Queue one text to many numbers; every number is checked before anything is stored.
 
     With an idempotency key, message i gets `<key>:<i>`, so the same call twice
-    sends once.
+    sends once. `owner` and `strict_limits` as for `send_sms`; one number past
+    SMSQ_RECIPIENT_LIMIT refuses the whole call (MessageRefused names it).
     """
+    who = check_owner(owner)
     if isinstance(to, str | bytes) or not isinstance(to, Iterable):
         raise InvalidMessage("to", "must be a list of phone numbers")
     numbers_in = list(to)
@@ -182,7 +202,7 @@ def send_bulk(
         raise InvalidMessage("to", "is an empty list")
     if len(numbers_in) > MAX_BULK:
         raise InvalidMessage("to", f"has {len(numbers_in)} numbers; at most {MAX_BULK} per call")
-    numbers = [normalise_number(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
+    numbers = [check_destination(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
     if key and len(f"{key}:{len(numbers) - 1}") > MAX_IDEMPOTENCY_KEY:  # the stored keys
@@ -195,34 +215,78 @@ def send_bulk(
     url = check_callback_url(callback_url)
     is_flash = _check_flash(flash)
     rows = [
-        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash)
+        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash, who)
         for i, n in enumerate(numbers)
     ]
-    return _store_and_queue(rows, key)
+    return _store_and_queue(rows, key, who, strict_limits)
 
 
-def _store_and_queue(rows: list[Message], key: str | None) -> list[str]:
+def _store_and_queue(
+    rows: list[Message], key: str | None, owner: str = "", strict_limits: bool = False
+) -> list[str]:
     """Insert the rows and queue them. With idempotency keys, rows whose key is already
-    stored are not inserted again: their stored ids are returned in their place."""
+    stored (for this owner) are not inserted again: their stored ids are returned in
+    their place (and they do not count against the recipient limit again)."""
     with db.reachable("nothing was stored or queued"):
-        existing = _existing_ids(rows) if key is not None else {}
+        existing = _existing_ids(rows, owner) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
+        with db.session() as s:
+            refused = suppressions.blocked(s, [r.to for r in fresh])
+        _count_recipients([r for r in fresh if r.to not in refused], strict_limits)
         try:
-            _insert(fresh)
+            _insert(fresh, refused)
         except IntegrityError:
             if key is None:
                 raise
             # Another caller inserted some of the same keys in between: take theirs.
-            existing = _existing_ids(rows)
+            existing = _existing_ids(rows, owner)
             fresh = [r for r in rows if r.idempotency_key not in existing]
-            _insert(fresh)
+            _insert(fresh, refused)
     _queue([r for r in fresh if r.status == Status.QUEUED], total=len(rows))
     return [existing.get(r.idempotency_key, r.id) if r.idempotency_key else r.id for r in rows]
 
 
-def _insert(rows: list[Message]) -> None:
+def _count_recipients(rows: list[Message], strict: bool) -> None:
+    """SMSQ_RECIPIENT_LIMIT: MessageRefused naming every number past it, before anything
+    is stored. Counters unreachable: LimitsUnavailable when `strict`, else uncounted
+    (a Python caller keeps sending through a broker outage, as its rows wait for the
+    sweep) with a warning."""
+    items = quotas.parse_limit(get_settings().recipient_limit, "SMSQ_RECIPIENT_LIMIT")
+    if not items or not rows:
+        return
+    try:
+        refused = quotas.take_numbers(items, [r.to for r in rows])
+    except quotas.LimitsUnavailable as exc:
+        if strict:
+            raise
+        log.warning("recipient limit not counted: %s", exc)
+        return
+    if refused:
+        raise refusal_of(refused)
+
+
+def refusal_of(refused: dict[str, quotas.Refusal]) -> MessageRefused:
+    """One MessageRefused for every refused number (the first few named in the reason)."""
+    numbers = sorted(refused)
+    named = ", ".join(numbers[:5]) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    limit = refused[numbers[0]].limit
+    wait = min(r.retry_after for r in refused.values())
+    return MessageRefused(
+        f"to: {named} reached SMSQ_RECIPIENT_LIMIT ({limit} per number); nothing was "
+        f"stored or queued; retry after {wait} s",
+        retry_after=wait,
+        numbers=numbers,
+    )
+
+
+def _insert(rows: list[Message], suppressed: dict[str, str] | None = None) -> None:
+    """Insert the rows with their first event; rows to a suppressed number move on to
+    `rejected` in the same transaction, by the state machine's one road (event,
+    metric, app callback), so none is ever queued."""
     if not rows:
         return
+    from worker.store.transitions import move
+
     with db.session() as s:
         for row in rows:
             s.add(row)
@@ -236,17 +300,26 @@ def _insert(rows: list[Message]) -> None:
                     note=f"{row.encoding}, {row.segments} part(s)",
                 )
             )
+        s.flush()
+        for row in rows:
+            if suppressed and row.to in suppressed:
+                error = suppressed[row.to]
+                move(s, row, Status.REJECTED, source="producer", note=error, error=error,
+                     next_attempt_at=None)  # fmt: skip
         s.commit()
 
 
-def _existing_ids(rows: list[Message]) -> dict[str | None, str]:
-    """Ids already stored under these rows' idempotency keys."""
+def _existing_ids(rows: list[Message], owner: str) -> dict[str | None, str]:
+    """Ids already stored under these rows' idempotency keys, for this owner."""
     keys = [r.idempotency_key for r in rows if r.idempotency_key]
     found: dict[str | None, str] = {}
     with db.session() as s:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            query = select(Message).where(Message.idempotency_key.in_(chunk))  # type: ignore[union-attr]
+            query = select(Message).where(
+                Message.owner == owner,
+                Message.idempotency_key.in_(chunk),  # type: ignore[union-attr]
+            )
             found.update({m.idempotency_key: m.id for m in s.exec(query)})
     return found
 

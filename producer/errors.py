@@ -35,3 +35,16 @@ class StoreUnavailable(EnqueueError):
     the same `idempotency_key` to be sure it is sent once. The text names the
     driver's error class only: never the database URL or the SQL parameters.
     """
+
+
+class MessageRefused(Exception):
+    """A limit refused the message (SMSQ_RECIPIENT_LIMIT): nothing was stored or queued.
+
+    `reason` says which numbers and which limit; `retry_after` is the seconds until
+    the first of them may pass again; `numbers` lists the refused numbers."""
+
+    def __init__(self, reason: str, retry_after: int, numbers: list[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.numbers = numbers

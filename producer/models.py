@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Text
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -18,11 +18,21 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+OWNER_MAX = 100
+
+
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
+    # Idempotency keys are per owner. Python calls store owner '' (not NULL), so their
+    # keys stay unique on SQLite and PostgreSQL alike (NULLs would never collide).
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_messages_owner_idempotency_key"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    # The API key name that made it over HTTP; '' for Python calls (`get_status`: None).
+    owner: str = Field(default="", max_length=OWNER_MAX, sa_column_kwargs={"server_default": ""})
+    idempotency_key: str | None = Field(default=None, max_length=200)
     to: str = Field(max_length=20)
     text: str = Field(sa_column=Column(Text, nullable=False))
     sender: str | None = Field(default=None, max_length=20)
@@ -61,6 +71,21 @@ class Message(SQLModel, table=True):
     # Per-part delivery states of a long message, when a gateway reports parts
     # one by one: JSON {"1": "delivered", "2": "sent"}. Delivered only when all are.
     part_status: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class Suppression(SQLModel, table=True):
+    """A number that must not get messages (an opt-out): one global list for every owner.
+
+    `scope` "all" refuses every message to it; "bulk" only bulk-priority ones
+    (`producer.suppressions.suppressed_for`)."""
+
+    __tablename__ = "suppressions"
+
+    number: str = Field(primary_key=True, max_length=20)  # normalised like `to`
+    scope: str = Field(default="all", max_length=8)
+    reason: str | None = Field(default=None, max_length=200)
+    added_by: str | None = Field(default=None, max_length=OWNER_MAX)  # key name; None: Python
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class MessageEvent(SQLModel, table=True):

@@ -8,12 +8,13 @@ them.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DlrMode = Literal["pull", "push", "both"]
@@ -53,7 +54,10 @@ class ProviderSettings(BaseSettings):
 class Settings(BaseSettings):
     """Process-wide settings (the contract's table, plus a few of our own)."""
 
-    model_config = SettingsConfigDict(env_prefix="SMSQ_", env_file=".env", extra="ignore")
+    # A refused value is never echoed: it may be a secret (SMSQ_API_KEYS).
+    model_config = SettingsConfigDict(
+        env_prefix="SMSQ_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     broker_url: str | None = None
     database_url: str | None = None
@@ -90,6 +94,14 @@ class Settings(BaseSettings):
     # The web edge: request bodies above this are refused (413); recipients per HTTP request.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     http_max_bulk: int = Field(default=1000, ge=1)
+    # Limits that stop pumping (producer.quotas): recipients per API key over HTTP, and
+    # messages per number over every caller (`off` disables either).
+    api_key_limit: str = "600/minute;100000/day"
+    recipient_limit: str = "10/hour"
+    # Calling codes numbers may have (comma list; unset: all), and whether premium-rate,
+    # shared-cost, freephone and non-geographic numbers may be sent to.
+    allowed_countries: str | None = None
+    allow_special_numbers: bool = False
     # `both` DLR mode: wait this long for a push before falling back to polling.
     push_grace_seconds: float = Field(default=600.0, gt=0)
     # Status callbacks to the application (`callback_url`): attempts and per-POST timeout.
@@ -116,6 +128,30 @@ class Settings(BaseSettings):
     burn_window_days: float = Field(default=7.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        parse_api_keys(value.get_secret_value() if value else "")
+        return value
+
+    @field_validator("api_key_limit", "recipient_limit")
+    @classmethod
+    def _check_limit(cls, value: str, info: ValidationInfo) -> str:
+        from producer.quotas import parse_limit
+
+        parse_limit(value, f"SMSQ_{str(info.field_name).upper()}")
+        return value
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _check_countries(cls, value: str | None) -> str | None:
+        parse_calling_codes(value)
+        return value
+
+    @property
+    def allowed_calling_codes(self) -> frozenset[int]:
+        return parse_calling_codes(self.allowed_countries)
 
     @field_validator("poll_schedule")
     @classmethod
@@ -148,6 +184,47 @@ def parse_schedule(value: str) -> list[float]:
     if not delays:
         raise ValueError("SMSQ_POLL_SCHEDULE: give at least one delay in seconds")
     return delays
+
+
+def parse_calling_codes(value: str | None) -> frozenset[int]:
+    """`243,228,380` (a leading + allowed) into calling codes; empty: every country."""
+    codes: set[int] = set()
+    for part in (value or "").split(","):
+        part = part.strip().lstrip("+")
+        if not part:
+            continue
+        if not part.isdigit() or not 1 <= len(part) <= 3:
+            raise ValueError(f"SMSQ_ALLOWED_COUNTRIES: {part!r} is not a calling code like 243")
+        codes.add(int(part))
+    return frozenset(codes)
+
+
+_KEY_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+DEFAULT_KEY_NAME = "default"
+
+
+def parse_api_keys(raw: str) -> list[tuple[str, str]]:
+    """`name:key,...` (a bare key is named `default`) into (name, key) pairs.
+
+    Several keys may share a name (rotation: both read the same messages). The
+    error names the entry's position, never the key."""
+    pairs: list[tuple[str, str]] = []
+    for position, item in enumerate((i.strip() for i in raw.split(",")), start=1):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        if not sep:
+            name, key = DEFAULT_KEY_NAME, item
+        name, key = name.strip(), key.strip()
+        if not _KEY_NAME.match(name):
+            raise ValueError(
+                f"SMSQ_API_KEYS entry {position}: the name must be 1-100 letters, digits, "
+                "'_', '.' or '-'"
+            )
+        if not key:
+            raise ValueError(f"SMSQ_API_KEYS entry {position}: the key after ':' is empty")
+        pairs.append((name, key))
+    return pairs
 
 
 STACK_ENV = "stack.env"
@@ -219,4 +296,5 @@ def all_secrets() -> list[str]:
             secrets.append(extra.get_secret_value())
             if extra is settings.api_keys:
                 secrets.extend(k.strip() for k in extra.get_secret_value().split(",") if k.strip())
+                secrets.extend(key for _name, key in parse_api_keys(extra.get_secret_value()))
     return secrets

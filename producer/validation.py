@@ -63,6 +63,47 @@ def normalise_number(value: object, field: str = "to") -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
+_SPECIAL_TYPES = {
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+    phonenumbers.PhoneNumberType.TOLL_FREE: "a freephone number",
+}
+NON_GEOGRAPHIC = "001"  # phonenumbers' region of +800, +808, +870, +881, +882, +883, +979...
+
+
+def destination_refusal(number: str, allowed: frozenset[int], allow_special: bool) -> str | None:
+    """Why smsq will not send to `number` (normalised digits), or None.
+
+    `allowed`: calling codes (empty: all). Premium-rate, shared-cost, freephone and
+    non-geographic numbers (satellite, international networks) cost the sender or
+    reach no person: refused unless `allow_special`."""
+    parsed = phonenumbers.parse("+" + number, None)
+    if allowed and parsed.country_code not in allowed:
+        codes = ", ".join(str(c) for c in sorted(allowed))
+        code = parsed.country_code
+        return f"{number} is in calling code {code}; allowed: {codes} (SMSQ_ALLOWED_COUNTRIES)"
+    if allow_special:
+        return None
+    kind = _SPECIAL_TYPES.get(phonenumbers.number_type(parsed))
+    if kind is None and phonenumbers.region_code_for_number(parsed) == NON_GEOGRAPHIC:
+        kind = "a non-geographic number (satellite, international network or service)"
+    if kind is not None:
+        return f"{number} is {kind}; refused unless SMSQ_ALLOW_SPECIAL_NUMBERS=true"
+    return None
+
+
+def check_destination(value: object, field: str = "to") -> str:
+    """`normalise_number`, then the deployment's destination policy (countries, kinds)."""
+    number = normalise_number(value, field)
+    settings = get_settings()
+    refusal = destination_refusal(
+        number, settings.allowed_calling_codes, settings.allow_special_numbers
+    )
+    if refusal is not None:
+        raise InvalidMessage(field, refusal)
+    return number
+
+
 def check_provider(value: object, field: str = "provider") -> str:
     if not isinstance(value, str) or value.strip().lower() not in provider_names():
         raise InvalidMessage(
@@ -145,6 +186,18 @@ def check_idempotency_key(value: object, field: str = "idempotency_key") -> str 
     if len(value) > MAX_IDEMPOTENCY_KEY:
         raise InvalidMessage(field, f"is longer than {MAX_IDEMPOTENCY_KEY} characters")
     return _encodable(value, field)
+
+
+_OWNER = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def check_owner(value: object, field: str = "owner") -> str:
+    """'' for no owner (Python calls), else a key name: letters, digits, `_ . -`."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _OWNER.match(value):
+        raise InvalidMessage(field, "must be 1-100 letters, digits, '_', '.' or '-'")
+    return value
 
 
 def check_url(value: object, field: str = "callback_url") -> str | None:

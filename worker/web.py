@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -17,14 +17,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from producer import db
+from producer import db, suppressions
 from producer.api import get_status, send_bulk, send_sms
-from producer.errors import EnqueueError, InvalidMessage, StoreUnavailable
+from producer.errors import EnqueueError, InvalidMessage, MessageRefused, StoreUnavailable
 from producer.limits import limits_for
 from producer.models import Message
+from producer.quotas import KEY_SCOPE, LimitsUnavailable, parse_limit, take, too_big
 from producer.settings import get_settings, provider_names, provider_settings
 from worker import redis_client
-from worker.edge.guard import BodyTooLarge, EdgeGuard, too_large_response
+from worker.edge.guard import BodyTooLarge, EdgeGuard, request_owner, too_large_response
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
@@ -208,7 +209,7 @@ app.add_api_route("/dlr/{provider}/{token}", _dlr, methods=["GET", "POST"], incl
 
 
 @app.post("/v1/messages", status_code=201)
-def create_message(body: MessageIn) -> Any:
+def create_message(body: MessageIn, request: Request) -> Any:
     """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`.
 
     The API key was checked by EdgeGuard before the body was read."""
@@ -216,7 +217,12 @@ def create_message(body: MessageIn) -> Any:
     if isinstance(body.to, list) and len(body.to) > limit:
         rule = f"has {len(body.to)} numbers; at most {limit} per request (SMSQ_HTTP_MAX_BULK)"
         return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
+    owner = request_owner(request.scope)
+    refused = _key_limit_refusal(owner, len(body.to) if isinstance(body.to, list) else 1)
+    if refused is not None:
+        return refused
     kwargs = body.model_dump(exclude={"to"})
+    kwargs.update(owner=owner, strict_limits=True)
     try:
         if isinstance(body.to, list):
             ids = send_bulk(body.to, **kwargs)
@@ -226,9 +232,40 @@ def create_message(body: MessageIn) -> Any:
         return JSONResponse(
             {"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422
         )
-    except EnqueueError as exc:  # the broker or the store: nothing was taken, try again
+    except MessageRefused as exc:
+        return _too_many(exc.reason, exc.retry_after, field="to", numbers=exc.numbers)
+    except EnqueueError as exc:  # broker, store or limit counters: nothing taken, try again
         return _unavailable(str(exc))
     return JSONResponse({"id": mid}, status_code=201)
+
+
+def _key_limit_refusal(owner: str, recipients: int) -> JSONResponse | None:
+    """SMSQ_API_KEY_LIMIT, counted in recipients per key name: 429 past it, 422 when
+    one request is over a limit by itself, 503 when the counters are unreachable
+    (fail closed: an unmetered key is what the limit is there to stop)."""
+    items = parse_limit(get_settings().api_key_limit, "SMSQ_API_KEY_LIMIT")
+    if not items:
+        return None
+    big = too_big(items, recipients)
+    if big is not None:
+        rule = f"has {recipients} numbers; the API key limit allows {big} (SMSQ_API_KEY_LIMIT)"
+        return JSONResponse({"error": f"to: {rule}", "field": "to", "rule": rule}, status_code=422)
+    try:
+        refusal = take(items, owner, recipients, KEY_SCOPE)
+    except LimitsUnavailable as exc:
+        return _unavailable(str(exc))
+    if refusal is None:
+        return None
+    error = (
+        f"the API key {owner!r} reached its limit ({refusal.limit} recipients, "
+        f"SMSQ_API_KEY_LIMIT); nothing was stored; retry after {refusal.retry_after} s"
+    )
+    return _too_many(error, refusal.retry_after)
+
+
+def _too_many(error: str, retry_after: int, **extra: Any) -> JSONResponse:
+    body = {"error": error, "retry_after": retry_after, **extra}
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after)})
 
 
 def _unavailable(error: str) -> JSONResponse:
@@ -236,14 +273,71 @@ def _unavailable(error: str) -> JSONResponse:
 
 
 @app.get("/v1/messages/{message_id}")
-def read_message(message_id: str) -> Any:
-    """One message's status (the API key was checked by EdgeGuard)."""
+def read_message(message_id: str, request: Request) -> Any:
+    """One message's status, for the key's owner only: another owner's is 404, like
+    an unknown id (the API key was checked by EdgeGuard)."""
     try:
         status = get_status(message_id)
     except InvalidMessage as exc:
         return JSONResponse({"error": str(exc), "field": exc.field}, status_code=422)
     except StoreUnavailable as exc:
         return _unavailable(str(exc))
-    if status is None:
+    if status is None or status.owner != request_owner(request.scope):
         return JSONResponse({"error": "no such message"}, status_code=404)
     return status.to_dict()
+
+
+class SuppressionIn(BaseModel):
+    number: str = Field(description="International number; normalised like `to`")
+    reason: str | None = Field(default=None, max_length=200)
+    scope: Literal["all", "bulk"] = Field(
+        default="all", description="`all`: every message; `bulk`: bulk-priority messages only"
+    )
+
+
+def _invalid(exc: InvalidMessage) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422)
+
+
+@app.post("/v1/suppressions", status_code=201)
+def add_suppression(body: SuppressionIn, request: Request) -> Any:
+    """Suppress a number for every owner (one global list); any key may add."""
+    try:
+        entry = suppressions.suppress(
+            body.number, body.reason, body.scope, added_by=request_owner(request.scope)
+        )
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    return JSONResponse(entry.to_dict(), status_code=201)
+
+
+@app.delete("/v1/suppressions/{number}", status_code=204, response_class=Response)
+def remove_suppression(number: str) -> Response:
+    """Take a number off the list: 204, or 404 when it was not on it."""
+    try:
+        removed = suppressions.unsuppress(number)
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    if not removed:
+        return JSONResponse({"error": "the number is not suppressed"}, status_code=404)
+    return Response(status_code=204)
+
+
+@app.get("/v1/suppressions")
+def read_suppressions(
+    limit: int = Query(default=100, ge=1, le=suppressions.MAX_PAGE),
+    after: str | None = Query(default=None, description="the last number of the previous page"),
+) -> Any:
+    """Suppressed numbers in number order, a page at a time (`next`: the next `after`)."""
+    try:
+        entries = suppressions.list_suppressions(limit=limit, after=after)
+    except InvalidMessage as exc:
+        return _invalid(exc)
+    except StoreUnavailable as exc:
+        return _unavailable(str(exc))
+    following = entries[-1].number if len(entries) == limit else None
+    return {"suppressions": [e.to_dict() for e in entries], "next": following}

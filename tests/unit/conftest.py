@@ -47,3 +47,25 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest
     isolate(monkeypatch, tmp_path)
     yield monkeypatch
     restore(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def real_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real embedded Redis for one test module (the limits' counters); stopped after."""
+    from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
+
+    data_dir = tmp_path_factory.mktemp("redis")
+    url = ensure_embedded_redis(data_dir)
+    yield url
+    stop_embedded_redis(data_dir)
+
+
+def flush(url: str) -> None:
+    """Empty the Redis at `url` (every test starts with fresh counters)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()

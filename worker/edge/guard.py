@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.settings import Settings, get_settings
+from producer.settings import Settings, get_settings, parse_api_keys
 
 API_PREFIX = "/v1/"
 
@@ -27,10 +27,9 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is over {limit} bytes (SMSQ_MAX_BODY_BYTES)")
 
 
-def configured_keys(settings: Settings) -> list[str]:
-    """The keys of SMSQ_API_KEYS (comma list); empty when the HTTP API is off."""
-    raw = settings.api_keys.get_secret_value() if settings.api_keys else ""
-    return [k.strip() for k in raw.split(",") if k.strip()]
+def configured_keys(settings: Settings) -> list[tuple[str, str]]:
+    """(name, key) pairs of SMSQ_API_KEYS (`name:key,...`); empty when the HTTP API is off."""
+    return parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else "")
 
 
 def bearer_key(header: bytes | None) -> bytes | None:
@@ -43,23 +42,44 @@ def bearer_key(header: bytes | None) -> bytes | None:
     return rest.strip() or None
 
 
-def key_is_known(given: bytes | None, keys: Sequence[str]) -> bool:
-    """Constant time per key, over bytes (any byte value compares, none raises)."""
+def key_owner(given: bytes | None, keys: Sequence[tuple[str, str]]) -> str | None:
+    """The name of the key `given`, or None. Every key is compared, in constant time
+    per key, over bytes (any byte value compares, none raises)."""
     if given is None:
-        return False
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(given, key.encode())
-    return found
+        return None
+    owner: str | None = None
+    for name, key in keys:
+        if hmac.compare_digest(given, key.encode()) and owner is None:
+            owner = name
+    return owner
 
 
-def api_refusal(keys: Sequence[str], header: bytes | None) -> tuple[int, str] | None:
-    """(status, error) when an API request may not go on; None when its key is good."""
+def key_is_known(given: bytes | None, keys: Sequence[tuple[str, str]]) -> bool:
+    return key_owner(given, keys) is not None
+
+
+def api_caller(keys: Sequence[tuple[str, str]], header: bytes | None) -> tuple[int, str] | str:
+    """The caller's key name, or (status, error) when an API request may not go on."""
     if not keys:
         return 404, "the HTTP enqueue API is off (set SMSQ_API_KEYS)"
-    if not key_is_known(bearer_key(header), keys):
+    owner = key_owner(bearer_key(header), keys)
+    if owner is None:
         return 401, "missing or wrong API key"
-    return None
+    return owner
+
+
+def api_refusal(keys: Sequence[tuple[str, str]], header: bytes | None) -> tuple[int, str] | None:
+    """(status, error) when an API request may not go on; None when its key is good."""
+    caller = api_caller(keys, header)
+    return caller if isinstance(caller, tuple) else None
+
+
+OWNER_STATE = "smsq_owner"
+
+
+def request_owner(scope: Scope) -> str:
+    """The key name EdgeGuard found for this /v1/ request (routes read it from here)."""
+    return str(scope.get("state", {})[OWNER_STATE])
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -96,12 +116,13 @@ class EdgeGuard:
             return
         settings = get_settings()
         if scope["path"].startswith(API_PREFIX):
-            refusal = api_refusal(configured_keys(settings), header(scope, b"authorization"))
-            if refusal is not None:
-                status, error = refusal
+            caller = api_caller(configured_keys(settings), header(scope, b"authorization"))
+            if isinstance(caller, tuple):
+                status, error = caller
                 answer = JSONResponse({"error": error}, status_code=status)
                 await answer(scope, receive, send)
                 return
+            scope.setdefault("state", {})[OWNER_STATE] = caller
         limit = settings.max_body_bytes
         declared = declared_length(scope.get("headers", ()))
         started = False

@@ -89,6 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--count", type=int, default=100, help=f"last N reports ({recent})")
     report.add_argument("--json", action="store_true")
 
+    sup = sub.add_parser("suppress", help="the suppression list (opt-outs)")
+    sup_sub = sup.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    add = sup_sub.add_parser("add", help="suppress a number")
+    add.add_argument("number")
+    add.add_argument("--reason")
+    add.add_argument("--scope", choices=("all", "bulk"), default="all")
+    remove = sup_sub.add_parser("remove", help="take a number off the list")
+    remove.add_argument("number")
+    listing = sup_sub.add_parser("list", help="suppressed numbers, in number order")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--after", help="start after this number (paging)")
+    listing.add_argument("--json", action="store_true")
+
     cb = sub.add_parser("callback-url", help="the delivery-callback URL to give a provider")
     cb.add_argument("provider", choices=provider_names())
     return p
@@ -363,7 +376,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suppress(args: argparse.Namespace) -> int:
+    from producer import suppressions
+
+    if args.action == "add":
+        entry = suppressions.suppress(args.number, args.reason, args.scope)
+        print(f"suppressed {entry.number} ({entry.scope})")
+    elif args.action == "remove":
+        if not suppressions.unsuppress(args.number):
+            raise UsageError(f"number: {args.number!r} is not suppressed")
+        print(f"unsuppressed {args.number}")
+    else:
+        entries = suppressions.list_suppressions(limit=args.limit, after=args.after)
+        if args.json:
+            print(json.dumps([e.to_dict() for e in entries], indent=2))
+        for e in [] if args.json else entries:
+            print(f"{e.number:16} {e.scope:5} {e.created_at:%Y-%m-%d %H:%M}  {e.reason or ''}")
+    return 0
+
+
 _COMMANDS = {
+    "suppress": _suppress,
     "cancel": _cancel,
     "senders": _senders,
     "report": _report,

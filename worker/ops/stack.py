@@ -111,6 +111,9 @@ class Stack:
             "SMSQ_TICK_SECONDS": "1",
             "SMSQ_POLL_SCHEDULE": "1,1,2,3,5,10",
             "SMSQ_RETRY_BASE_SECONDS": "1",
+            # The dev/demo/test stacks send many messages to a few sandbox numbers: the
+            # per-number limit (default 10/hour) would refuse them. Production keeps it.
+            "SMSQ_RECIPIENT_LIMIT": "off",
             # Gateways (the sandbox) reach this stack's web process for PUSH reports.
             "SMSQ_PUBLIC_URL": f"http://127.0.0.1:{self.web_port}",
             **sandbox_env(self.sandbox.url, providers),

@@ -201,3 +201,21 @@ def test_flower_gets_its_password_by_environment_not_argv(monkeypatch) -> None: 
     assert "--port=5999" in argv and "--address=0.0.0.0" in argv
     assert not any("s3cret-flower" in a for a in argv)
     assert env["FLOWER_BASIC_AUTH"] == "admin:s3cret-flower"
+
+
+def test_suppress_add_list_remove(store: list, capsys: pytest.CaptureFixture[str]) -> None:
+    from producer import get_status, send_sms
+
+    assert main(["suppress", "add", "+243 851 234 567", "--reason", "STOP"]) == 0
+    assert main(["suppress", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "suppressed 243851234567 (all)" in out and "243851234567" in out.splitlines()[1]
+    assert get_status(send_sms("243851234567", "x")).status == "rejected"  # type: ignore[union-attr]
+    assert main(["suppress", "remove", "243851234567"]) == 0
+    assert main(["suppress", "remove", "243851234567"]) == 2
+    assert "is not suppressed" in one_error_line(capsys.readouterr().err)
+
+
+def test_suppress_bad_number_is_one_line(store: list, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suppress", "add", "12"]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith("smsq: error: number:")

@@ -649,6 +649,8 @@ def api_client(published: list[str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     from worker.web import app
 
     monkeypatch.setenv("SMSQ_API_KEYS", f"other, {API_KEY}")
+    monkeypatch.setenv("SMSQ_API_KEY_LIMIT", "off")  # no broker: see test_web_limits
+    monkeypatch.setenv("SMSQ_RECIPIENT_LIMIT", "off")
     reload_settings()
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

@@ -27,6 +27,9 @@ def published(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[s
         SMSQ_KECCEL_TOKEN="k",
         SMSQ_SMSCLUB_TOKEN="s",
         SMSQ_API_KEYS=f"other-key, {KEY}",
+        # No broker here: the limits have their own tests on a real Redis (test_web_limits).
+        SMSQ_API_KEY_LIMIT="off",
+        SMSQ_RECIPIENT_LIMIT="off",
     )
     calls: list[list[str]] = []
     monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.append(ids))

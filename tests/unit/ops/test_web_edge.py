@@ -45,6 +45,9 @@ def served(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[Served]:  # ty
         SMSQ_KECCEL_TOKEN="k",
         SMSQ_SMSCLUB_TOKEN="s",
         SMSQ_API_KEYS=KEY,
+        # No broker here: the limits have their own tests on a real Redis (test_web_limits).
+        SMSQ_API_KEY_LIMIT="off",
+        SMSQ_RECIPIENT_LIMIT="off",
         SMSQ_MAX_BODY_BYTES=str(LIMIT),
         SMSQ_HTTP_MAX_BULK="3",
         SMSQ_CALLBACK_SECRET="edge-callback-secret",

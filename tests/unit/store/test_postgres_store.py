@@ -366,6 +366,19 @@ def test_one_idempotency_key_sent_at_once_from_many_threads_is_one_row(
     assert sum(len(c) for c in published) == 31  # each row queued once
 
 
+def test_idempotency_keys_are_per_owner_on_postgres(published: list[list[str]]) -> None:
+    """No owner (Python calls) is stored as '', so a key without owner is unique too:
+    PostgreSQL never finds two NULLs equal."""
+    plain = race(4, lambda i: send_sms(DRC, "once", idempotency_key="order-7"))
+    owned = race(4, lambda i: send_sms(DRC, "once", idempotency_key="order-7", owner="shop"))
+    other = send_sms(DRC, "once", idempotency_key="order-7", owner="bank")
+    assert len(set(plain)) == 1 and len(set(owned)) == 1
+    assert len({plain[0], owned[0], other}) == 3
+    assert get_status(owned[0]).owner == "shop" and get_status(plain[0]).owner is None  # type: ignore[union-attr]
+    with db.session() as s:
+        assert s.exec(select(func.count()).select_from(Message)).one() == 3
+
+
 # ---------------------------------------------------------------- worker
 
 
