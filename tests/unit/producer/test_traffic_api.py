@@ -10,12 +10,11 @@ import pytest
 
 from producer import InvalidMessage, get_status, send_bulk, send_sms
 from producer.settings import get_settings, reload_settings
-from tests.unit.producer.test_producer_api import (  # noqa: F401  (fixtures)
-    Recorder,
-    published,
-    rows,
-    store,
-)
+from tests.unit.producer import test_producer_api as base
+from tests.unit.producer.test_producer_api import Recorder, rows
+
+store = base.store  # the fixtures: a clean SQLite store, publishes recorded
+published = base.published
 
 KYIV = "380989361131"  # Europe/Kyiv only
 KYIV_2 = "380671234567"
@@ -71,7 +70,7 @@ def _window_around_now(zone: str) -> tuple[str, datetime]:
 
 def test_bulk_inside_quiet_hours_is_scheduled_for_the_window_end(
     store: pytest.MonkeyPatch,
-    published: Recorder,  # noqa: F811
+    published: Recorder,
 ) -> None:
     window, end = _window_around_now("Europe/Kyiv")
     store.setenv("SMSQ_QUIET_HOURS", window)
@@ -94,7 +93,7 @@ def test_bulk_inside_quiet_hours_is_scheduled_for_the_window_end(
 
 def test_quiet_priorities_choose_what_waits(
     store: pytest.MonkeyPatch,
-    published: Recorder,  # noqa: F811
+    published: Recorder,
 ) -> None:
     window, _ = _window_around_now("Europe/Kyiv")
     store.setenv("SMSQ_QUIET_HOURS", window)
@@ -106,7 +105,7 @@ def test_quiet_priorities_choose_what_waits(
 
 def test_a_send_at_inside_quiet_hours_moves_to_the_window_end(
     store: pytest.MonkeyPatch,
-    published: Recorder,  # noqa: F811
+    published: Recorder,
 ) -> None:
     store.setenv("SMSQ_QUIET_HOURS", "21:00-08:00")
     reload_settings()
