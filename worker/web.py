@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import func, text
 from sqlmodel import select
 
@@ -109,7 +109,7 @@ class MessageIn(BaseModel):
     ttl: int | None = Field(
         default=None, description="seconds from when it is due; not sent by then: expired"
     )
-    quiet_hours: bool = Field(default=True, description="false: ignore SMSQ_QUIET_HOURS")
+    quiet_hours: StrictBool = Field(default=True, description="false: ignore SMSQ_QUIET_HOURS")
 
 
 @app.get("/healthz")
