@@ -65,7 +65,8 @@ def expiry_error(ttl: int | None, expires: datetime | None, maybe_sent: bool = F
 
 # ---- quiet hours -------------------------------------------------------------------
 
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+_CLOCK = r"(\d{1,2}):(\d{2})(?::(\d{2}))?"
+_WINDOW = re.compile(rf"^\s*{_CLOCK}\s*-\s*{_CLOCK}\s*$")
 
 
 @dataclass(frozen=True)
@@ -76,20 +77,26 @@ class QuietWindow:
     end: time
 
     def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+        return f"{_clock(self.start)}-{_clock(self.end)}"
+
+
+def _clock(at: time) -> str:
+    return f"{at:%H:%M:%S}" if at.second else f"{at:%H:%M}"
 
 
 def parse_window(value: str, name: str = "SMSQ_QUIET_HOURS") -> QuietWindow:
-    """`HH:MM-HH:MM` into a window; ValueError naming the setting and the rule."""
+    """`HH:MM-HH:MM` (seconds optional: `HH:MM:SS`) into a window; ValueError naming
+    the setting and the rule."""
     match = _WINDOW.match(value)
     if not match:
         raise ValueError(f"{name}: {value!r} is not HH:MM-HH:MM (e.g. 21:00-08:00)")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+    h1, m1, s1, h2, m2, s2 = (int(g or 0) for g in match.groups())
+    if h1 > 23 or h2 > 23 or max(m1, m2, s1, s2) > 59:
         raise ValueError(f"{name}: {value!r} has a time outside 00:00-23:59")
-    if (h1, m1) == (h2, m2):
+    start, end = time(h1, m1, s1), time(h2, m2, s2)
+    if start == end:
         raise ValueError(f"{name}: {value!r} starts and ends at the same time")
-    return QuietWindow(time(h1, m1), time(h2, m2))
+    return QuietWindow(start, end)
 
 
 def parse_priorities(value: str, name: str = "SMSQ_QUIET_PRIORITIES") -> frozenset[str]:

@@ -69,7 +69,16 @@ def test_the_state_machine_lets_a_waiting_or_claimed_message_expire() -> None:
     assert not can_move(Status.EXPIRED, Status.QUEUED)
 
 
-@pytest.mark.parametrize("value", ["21:00", "25:00-08:00", "21:00-21:00", "9pm-8am"])
+def test_a_window_may_name_seconds() -> None:
+    window = parse_window("21:00-08:00:30")
+    assert str(window) == "21:00-08:00:30"
+    assert quiet_until(KYIV, utc(2026, 1, 16, 6, 0), window) is not None  # 08:00 in Kyiv
+    assert quiet_until(KYIV, utc(2026, 1, 16, 6, 0, 30), window) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["21:00", "25:00-08:00", "21:00-21:00", "9pm-8am", "21:00-08:00:60"]
+)
 def test_a_bad_window_names_the_setting(value: str) -> None:
     with pytest.raises(ValueError, match="SMSQ_QUIET_HOURS"):
         parse_window(value)
