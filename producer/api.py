@@ -24,6 +24,18 @@ from producer.models import Message, MessageEvent, utcnow
 from producer.routing import choose_providers
 from producer.settings import get_settings, provider_settings
 from producer.status import Status
+from producer.traffic import (
+    BULK,
+    NORMAL,
+    Hold,
+    check_priority,
+    check_quiet_hours,
+    check_ttl,
+    expires_at,
+    parse_priorities,
+    parse_window,
+    quiet_hold,
+)
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     check_callback_url,
@@ -61,6 +73,9 @@ class MessageStatus:
     updated_at: datetime
     send_at: datetime | None
     sent_at: datetime | None
+    priority: str = NORMAL
+    ttl: int | None = None
+    expires_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Message) -> MessageStatus:
@@ -82,12 +97,28 @@ class MessageStatus:
             updated_at=row.updated_at,
             send_at=row.send_at,
             sent_at=row.sent_at,
+            priority=row.priority,
+            ttl=row.ttl,
+            expires_at=row.expires_at,
         )
 
     def to_dict(self) -> dict[str, object]:
         return {
             k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
         }
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """A call's traffic class, checked: priority, validity, whether quiet hours apply."""
+
+    priority: str
+    ttl: int | None
+    quiet_hours: bool
+
+    @classmethod
+    def check(cls, priority: object, ttl: object, quiet_hours: object) -> Traffic:
+        return cls(check_priority(priority), check_ttl(ttl), check_quiet_hours(quiet_hours))
 
 
 def _build_row(
@@ -99,6 +130,7 @@ def _build_row(
     send_at: datetime | None,
     callback_url: str | None,
     flash: bool,
+    traffic: Traffic,
     owner: str = "",
 ) -> Message:
     chain = choose_providers(number, provider)
@@ -108,7 +140,11 @@ def _build_row(
     if flash and not limits_for(chosen).supports_flash:
         raise InvalidMessage("flash", f"{chosen} cannot send flash messages")
     now = utcnow()
-    held_by_gateway = send_at is not None and gateway_schedules(chosen)
+    due = send_at or now
+    hold = _quiet_hold(number, due, traffic)
+    if hold is not None:  # released by beat at the window's end, like any scheduled send
+        send_at = hold.until
+    held_by_gateway = send_at is not None and hold is None and gateway_schedules(chosen)
     return Message(
         owner=owner,
         idempotency_key=idempotency_key,
@@ -128,6 +164,21 @@ def _build_row(
         else now + timedelta(seconds=get_settings().sweep_after_seconds),
         created_at=now,
         updated_at=now,
+        priority=traffic.priority,
+        ttl=traffic.ttl,
+        expires_at=expires_at(due, traffic.ttl),
+        note=hold.note if hold is not None else None,
+    )
+
+
+def _quiet_hold(number: str, due: datetime, traffic: Traffic) -> Hold | None:
+    """SMSQ_QUIET_HOURS for SMSQ_QUIET_PRIORITIES, unless the call said quiet_hours=False."""
+    settings = get_settings()
+    if not traffic.quiet_hours or not settings.quiet_hours:
+        return None
+    window = parse_window(settings.quiet_hours)
+    return quiet_hold(
+        number, due, traffic.priority, window, parse_priorities(settings.quiet_priorities)
     )
 
 
@@ -154,6 +205,9 @@ def send_sms(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    priority: str = NORMAL,
+    ttl: int | None = None,
+    quiet_hours: bool = True,
     *,
     owner: str | None = None,
     strict_limits: bool = False,
@@ -161,6 +215,8 @@ def send_sms(
     """Queue one SMS; return its id. Raises InvalidMessage for bad input and
     MessageRefused past SMSQ_RECIPIENT_LIMIT (nothing stored either way).
 
+    `priority` high|normal|bulk; `ttl`: seconds from when it is due (now or `send_at`)
+    after which it is `expired`, never sent; `quiet_hours=False` ignores SMSQ_QUIET_HOURS.
     `owner`: whose message it is (the web process passes the API key's name);
     idempotency keys are per owner. `strict_limits`: when the limit counters
     (Redis) are unreachable, raise LimitsUnavailable (the web process does)
@@ -171,7 +227,8 @@ def send_sms(
     key = check_idempotency_key(idempotency_key)
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
-    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash), who)
+    traffic = Traffic.check(priority, ttl, quiet_hours)
+    row = _build_row(number, text, name, sender, key, when, url, _check_flash(flash), traffic, who)
     return _store_and_queue([row], key, who, strict_limits)[0]
 
 
@@ -184,6 +241,9 @@ def send_bulk(
     send_at: datetime | str | None = None,
     callback_url: str | None = None,
     flash: bool = False,
+    priority: str = BULK,
+    ttl: int | None = None,
+    quiet_hours: bool = True,
     *,
     owner: str | None = None,
     strict_limits: bool = False,
@@ -214,8 +274,11 @@ def send_bulk(
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
     is_flash = _check_flash(flash)
+    traffic = Traffic.check(priority, ttl, quiet_hours)
     rows = [
-        _build_row(n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash, who)
+        _build_row(
+            n, text, name, sender, f"{key}:{i}" if key else None, when, url, is_flash, traffic, who
+        )
         for i, n in enumerate(numbers)
     ]
     return _store_and_queue(rows, key, who, strict_limits)
@@ -231,7 +294,8 @@ def _store_and_queue(
         existing = _existing_ids(rows, owner) if key is not None else {}
         fresh = [r for r in rows if r.idempotency_key not in existing]
         with db.session() as s:
-            refused = suppressions.blocked(s, [r.to for r in fresh])
+            priority = fresh[0].priority if fresh else None  # one call, one priority
+            refused = suppressions.blocked(s, [r.to for r in fresh], priority)
         _count_recipients([r for r in fresh if r.to not in refused], strict_limits)
         try:
             _insert(fresh, refused)

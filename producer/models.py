@@ -71,6 +71,14 @@ class Message(SQLModel, table=True):
     # Per-part delivery states of a long message, when a gateway reports parts
     # one by one: JSON {"1": "delivered", "2": "sent"}. Delivered only when all are.
     part_status: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Traffic class (`producer.traffic`): high | normal | bulk. Chooses the send queue
+    # and who takes the next rate-limit slot where an account's limit binds.
+    priority: str = Field(
+        default="normal", max_length=8, sa_column_kwargs={"server_default": "normal"}
+    )
+    # Validity: not handed to a gateway by `expires_at` (due time + ttl) -> `expired`.
+    ttl: int | None = None
+    expires_at: datetime | None = Field(default=None, index=True)
 
 
 class Suppression(SQLModel, table=True):

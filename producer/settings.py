@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     burn_window_days: float = Field(default=7.0, gt=0)
     log_json: bool = False
     log_level: str = "INFO"
+    # Traffic classes (`producer.traffic`): `HH:MM-HH:MM` in the recipient's local time
+    # (unset: none), for these priorities.
+    quiet_hours: str | None = None
+    quiet_priorities: str = "bulk"
 
     @field_validator("api_keys")
     @classmethod
@@ -157,6 +161,24 @@ class Settings(BaseSettings):
     @classmethod
     def _check_schedule(cls, value: str) -> str:
         parse_schedule(value)
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: str | None) -> str | None:
+        from producer.traffic import parse_window
+
+        if value is None or not value.strip():
+            return None
+        parse_window(value)
+        return value
+
+    @field_validator("quiet_priorities")
+    @classmethod
+    def _check_quiet_priorities(cls, value: str) -> str:
+        from producer.traffic import parse_priorities
+
+        parse_priorities(value)
         return value
 
     @property

@@ -29,10 +29,8 @@ MAX_PAGE = 1000
 def suppressed_for(scope: str, priority: str | None) -> bool:
     """Whether an entry of `scope` refuses a message of `priority`.
 
-    `all` refuses every message; `bulk` only bulk-priority ones. Messages have no
-    priority yet (it comes with the traffic classes): every message is then passed
-    with priority None, so only `all` entries refuse today. The send path passes the
-    message's priority here once it has one."""
+    `all` refuses every message; `bulk` only bulk-priority ones (a promotion), so a
+    number that opted out of campaigns still gets its one-time codes."""
     return scope == ALL or (scope == BULK and priority == BULK)
 
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import func, text
 from sqlmodel import select
 
@@ -104,6 +104,13 @@ class MessageIn(BaseModel):
     send_at: str | None = Field(default=None, description="ISO 8601, in the future")
     callback_url: str | None = None
     flash: bool = False
+    priority: str | None = Field(
+        default=None, description="high, normal (one number) or bulk (a list: the default)"
+    )
+    ttl: int | None = Field(
+        default=None, description="seconds from when it is due; not sent by then: expired"
+    )
+    quiet_hours: StrictBool = Field(default=True, description="false: ignore SMSQ_QUIET_HOURS")
 
 
 @app.get("/healthz")
@@ -142,13 +149,32 @@ def prometheus_metrics() -> Response:
                     Message.provider, Message.status
                 )
             ).all()
+            by_priority = _by_priority(s)
         for provider, status, count in rows:
             lines.append(
                 f'smsq_messages_by_status{{provider="{provider}",status="{status}"}} {count}'
             )
+        lines.extend(by_priority)
     except Exception:
         log.warning("metrics: store unavailable", exc_info=True)
     return PlainTextResponse(body + "\n".join(lines) + "\n", media_type=CONTENT_TYPE_LATEST)
+
+
+def _by_priority(s: Any) -> list[str]:
+    """Messages in the store by provider, priority and status (a gauge of its own)."""
+    rows = s.exec(
+        select(Message.provider, Message.priority, Message.status, func.count()).group_by(
+            Message.provider, Message.priority, Message.status
+        )
+    ).all()
+    lines = [
+        "# HELP smsq_messages_by_priority Messages in the store by provider, priority, status",
+        "# TYPE smsq_messages_by_priority gauge",
+    ]
+    for provider, priority, status, count in rows:
+        labels = f'provider="{provider}",priority="{priority}",status="{status}"'
+        lines.append(f"smsq_messages_by_priority{{{labels}}} {count}")
+    return lines
 
 
 async def _dlr(provider: str, token: str, request: Request) -> Response:
@@ -222,6 +248,8 @@ def create_message(body: MessageIn, request: Request) -> Any:
     if refused is not None:
         return refused
     kwargs = body.model_dump(exclude={"to"})
+    if kwargs["priority"] is None:  # each call's own default: normal, or bulk for a list
+        del kwargs["priority"]
     kwargs.update(owner=owner, strict_limits=True)
     try:
         if isinstance(body.to, list):

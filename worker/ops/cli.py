@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--at", help="send later: ISO 8601 date and time")
     send.add_argument("--idempotency-key")
     send.add_argument("--flash", action="store_true", help="flash SMS (KING SMS PRO)")
+    send.add_argument(
+        "--priority", help="high, normal or bulk (default: normal, bulk for several --to)"
+    )
+    send.add_argument("--ttl", type=int, help="seconds; not sent within them: expired")
+    send.add_argument(
+        "--no-quiet-hours",
+        dest="quiet_hours",
+        action="store_false",
+        help="send now even inside SMSQ_QUIET_HOURS",
+    )
 
     status = sub.add_parser("status", help="show a message's status and history")
     status.add_argument("id")
@@ -142,7 +152,11 @@ def _send(args: argparse.Namespace) -> int:
         "idempotency_key": args.idempotency_key,
         "send_at": args.at,
         "flash": args.flash,
+        "ttl": args.ttl,
+        "quiet_hours": args.quiet_hours,
     }
+    if args.priority is not None:
+        common["priority"] = args.priority
     if len(args.to) == 1:
         ids = [send_sms(args.to[0], args.text, **common)]
     else:

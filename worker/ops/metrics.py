@@ -47,6 +47,13 @@ SEND_REQUESTS = SharedCounter(
 )
 SEND_ERRORS = SharedCounter("smsq_send_errors", "Send requests that failed", ("provider", "kind"))
 MESSAGES = SharedCounter("smsq_messages", "Messages reaching a status", ("provider", "status"))
+# The same changes by traffic class (a label of its own counter, so the series of
+# `smsq_messages` that dashboards already query keep their labels).
+MESSAGES_BY_PRIORITY = SharedCounter(
+    "smsq_priority_messages",
+    "Messages reaching a status, by priority",
+    ("provider", "priority", "status"),
+)
 RETRIES = SharedCounter("smsq_retries", "Send retries scheduled", ("provider", "reason"))
 POLLS = SharedCounter("smsq_status_polls", "Status requests made", ("provider",))
 CALLBACKS = SharedCounter(

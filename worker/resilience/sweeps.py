@@ -22,6 +22,7 @@ from producer.models import Message, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
+from producer.traffic import expiry_error
 from worker.resilience import liveness, reconcile
 from worker.store.transitions import move
 from worker.tracking import dlr, notify
@@ -35,6 +36,7 @@ TICK_LIMIT = 5000  # rows per kind per tick, so one tick stays short
 
 @dataclass
 class TickResult:
+    expired: int = 0
     scheduled: int = 0
     requeued: int = 0
     polls: int = 0
@@ -52,6 +54,7 @@ def tick(
     queue_send: SendQueue, queue_poll: PollQueue, queue_notify: NotifyQueue | None = None
 ) -> TickResult:
     result = TickResult()
+    result.expired = _expire_stale()  # before anything stale could be queued
     result.scheduled = _release_scheduled()
     result.requeued = _queue_due_sends(queue_send)
     result.polls = _queue_due_polls(queue_poll)
@@ -60,6 +63,36 @@ def tick(
         result.notifications = notify.queue_due(queue_notify)
     result.expired_reports = dlr.expire_unmatched_reports()
     return result
+
+
+def _expire_stale() -> int:
+    """Scheduled or queued rows past their validity (ttl) end `expired` instead of being
+    queued, whether due now or held for later (a long retry wait): they must never be
+    sent, and the app hears of it when the validity runs out, not when a retry was due."""
+    now = utcnow()
+    waiting = (Status.SCHEDULED.value, Status.QUEUED.value)
+    with db.session() as s:
+        rows = s.exec(
+            select(Message)
+            .where(Message.status.in_(waiting), Message.expires_at <= now)  # type: ignore[attr-defined,operator]
+            .limit(TICK_LIMIT)
+            .with_for_update(skip_locked=True)  # see _lease_due
+        ).all()
+        moved = sum(
+            move(
+                s,
+                row,
+                Status.EXPIRED,
+                source="beat",
+                note="validity (ttl) ran out while waiting",
+                only_from=frozenset({Status.SCHEDULED, Status.QUEUED}),
+                error=expiry_error(row.ttl, row.expires_at, row.maybe_sent_at is not None),
+                next_attempt_at=None,
+            )
+            for row in rows
+        )
+        s.commit()
+    return moved
 
 
 def _release_scheduled() -> int:

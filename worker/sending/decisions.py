@@ -5,11 +5,22 @@ the writers (`worker.sending.record`, `worker.sending.divert`) apply the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from producer.queues import MAX_COUNTDOWN
+
+
+def past_validity(expires_at: datetime | None, now: datetime) -> bool:
+    """A message whose ttl has run out (`expires_at`) must never reach a gateway: checked
+    at claim time and again just before the request, whatever held it until then."""
+    return expires_at is not None and now >= expires_at
+
+
+def expired_ids(rows: Sequence[tuple[str, datetime | None]], now: datetime) -> set[str]:
+    """Of (id, expires_at) pairs, the ids past their validity at `now`."""
+    return {message_id for message_id, expires in rows if past_validity(expires, now)}
 
 
 def fallback_list(fallbacks: str | None) -> list[str]:

@@ -18,11 +18,12 @@ class SendOutcome:
     failed: int = 0
     rerouted: int = 0
     waiting: int = 0
+    expired: int = 0
     retry_in: float | None = None
 
     def add(self, other: SendOutcome) -> None:
         """Fold in the counts of one store write that landed (a retried write counts once)."""
-        for name in ("claimed", "sent", "rejected", "failed", "rerouted", "waiting"):
+        for name in ("claimed", "sent", "rejected", "failed", "rerouted", "waiting", "expired"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.retry_in is not None:
             self.retry_in = other.retry_in

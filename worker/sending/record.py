@@ -16,6 +16,7 @@ from producer.models import Message, utcnow
 from producer.queues import MAX_COUNTDOWN
 from producer.settings import get_settings
 from producer.status import Status
+from producer.traffic import expiry_error
 from worker.gateways.base import (
     RetryableProviderError,
     SendResult,
@@ -229,6 +230,27 @@ def _hand_back(rows: list[Message], wait: float, requeue: Requeue, note: str) ->
             )
         s.commit()
     requeue([r.id for r in rows], min(wait, MAX_COUNTDOWN))
+
+
+def _expire(rows: list[Message], outcome: SendOutcome) -> None:
+    """Claimed rows past their validity: `expired`, never sent; the claim's attempt is
+    given back (no request was made). The app's callback fires through `move`."""
+    with db.session() as s:
+        for row in load_rows(s, [r.id for r in rows]):
+            error = expiry_error(row.ttl, row.expires_at, row.maybe_sent_at is not None)
+            moved = move(
+                s,
+                row,
+                Status.EXPIRED,
+                source="worker",
+                note="validity (ttl) ran out before the request",
+                only_from=frozenset({Status.SENDING}),
+                error=error,
+                attempts=max(0, row.attempts - 1),
+                next_attempt_at=None,
+            )
+            outcome.expired += int(moved)
+        s.commit()
 
 
 def _fail(rows: list[Message], error: str, raw: object = None) -> None:

@@ -53,10 +53,12 @@ from worker.resilience import backoff, liveness
 from worker.resilience.breaker import Breaker
 from worker.resilience.ratelimit import limiter_for
 from worker.sending import copy_window, guard
+from worker.sending.decisions import expired_ids
 from worker.sending.divert import _divert
 from worker.sending.outcome import Requeue, SendOutcome
 from worker.sending.record import (
     _breaker_event,
+    _expire,
     _fail,
     _hand_back,
     _mark_uncertain,
@@ -284,6 +286,8 @@ def _gate(batch: _Batch) -> bool:
     """Whether the request may go now, with `batch.rows` narrowed to what may go;
     what may not is settled, diverted or handed back here."""
     provider, adapter = batch.provider, batch.adapter
+    if not _drop_expired(batch):
+        return False
     late = _past_duplicate_window(adapter, batch.rows)
     if late:
         window = adapter.duplicate_window_seconds or 0
@@ -310,7 +314,22 @@ def _gate(batch: _Batch) -> bool:
         batch.rows = [r for r in batch.rows if r.maybe_sent_at is not None]
         if not batch.rows:
             return False
-    return _take_rate_slot(batch)
+    # Checked again after the slot: a wait for it (or for a better priority) may have
+    # run the validity out, and nothing stale goes out.
+    return _take_rate_slot(batch) and _drop_expired(batch)
+
+
+def _drop_expired(batch: _Batch) -> bool:
+    """Settle the rows past their validity (`expired`); whether any row is left to send."""
+    stale = expired_ids([(r.id, r.expires_at) for r in batch.rows], utcnow())
+    if not stale:
+        return True
+    rows = [r for r in batch.rows if r.id in stale]
+    _durably("expiring", lambda c: _expire(rows, c), batch.outcome)
+    batch.rows = [r for r in batch.rows if r.id not in stale]
+    if not batch.rows and batch.trial:
+        batch.breaker.release_trial()
+    return bool(batch.rows)
 
 
 def _divert_durably(batch: _Batch, rows: list[Message], reason: str, wait: float | None) -> None:

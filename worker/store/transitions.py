@@ -78,17 +78,23 @@ def _insert_events(s: Session) -> None:
         s.connection().execute(insert(MessageEvent), rows)
 
 
-def count_status(s: Session, provider: str, status: str, amount: int = 1) -> None:
-    """Count a status change in `smsq_messages_total` once `s` commits: a write that
-    fails and is tried again (the store was down) is counted once, when it lands."""
-    counts: dict[tuple[str, str], int] = s.info.setdefault(_COUNTS, {})
-    counts[(provider, status)] = counts.get((provider, status), 0) + amount
+def count_status(
+    s: Session, provider: str, status: str, amount: int = 1, priority: str | None = None
+) -> None:
+    """Count a status change in `smsq_messages_total` (and, with its priority, in
+    `smsq_priority_messages_total`) once `s` commits: a write that fails and is tried
+    again (the store was down) is counted once, when it lands."""
+    counts: dict[tuple[str, str, str | None], int] = s.info.setdefault(_COUNTS, {})
+    key = (provider, status, priority)
+    counts[key] = counts.get(key, 0) + amount
 
 
 @event.listens_for(Session, "after_commit")
 def _publish_counts(s: Session) -> None:
-    for (provider, status), amount in s.info.pop(_COUNTS, {}).items():
+    for (provider, status, priority), amount in s.info.pop(_COUNTS, {}).items():
         metrics.MESSAGES.labels(provider, status).inc(amount)
+        if priority is not None:
+            metrics.MESSAGES_BY_PRIORITY.labels(provider, priority, status).inc(amount)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -152,7 +158,7 @@ def move(
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush
-    count_status(s, row.provider, new.value)
+    count_status(s, row.provider, new.value, priority=row.priority)
     if notify.wants_notification(row, old.value, new.value):
         notify.add_notification(s, row, old.value, new.value, now)
     record_event(
@@ -254,12 +260,13 @@ def _move_group(
             if m.row.id not in ours:
                 s.refresh(m.row)
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
-    by_provider: dict[str, int] = {}
+    by_provider: dict[tuple[str, str], int] = {}
     for m in done:
         row = m.row
         for key, value in {"status": new.value, "updated_at": now, **m.fields}.items():
             set_committed_value(row, key, value)
-        by_provider[row.provider] = by_provider.get(row.provider, 0) + 1
+        key = (row.provider, row.priority)
+        by_provider[key] = by_provider.get(key, 0) + 1
         if notify.wants_notification(row, old.value, new.value):
             notify.add_notification(s, row, old.value, new.value, now)
         record_event(
@@ -286,8 +293,8 @@ def _move_group(
                 "attempt": row.attempts,
             },
         )
-    for provider, count in by_provider.items():
-        count_status(s, provider, new.value, count)
+    for (provider, priority), count in by_provider.items():
+        count_status(s, provider, new.value, count, priority=priority)
     return len(done)
 
 

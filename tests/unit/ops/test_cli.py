@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -219,3 +220,45 @@ def test_suppress_add_list_remove(store: list, capsys: pytest.CaptureFixture[str
 def test_suppress_bad_number_is_one_line(store: list, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suppress", "add", "12"]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("smsq: error: number:")
+
+
+def test_send_with_priority_and_ttl_shown_by_status(
+    store: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["send", "--to", DRC, "--text", "code", "--priority", "high", "--ttl", "90"]) == 0
+    mid = capsys.readouterr().out.strip()
+    assert main(["status", mid]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^priority\s+high$", out, re.M) and re.search(r"^ttl\s+90$", out, re.M)
+    assert main(["send", "--to", DRC, "--to", "243991234567", "--text", "sale"]) == 0
+    first = capsys.readouterr().out.split()[0]
+    assert main(["status", first, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["priority"] == "bulk"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"), [(["--priority", "asap"], "priority"), (["--ttl", "-1"], "ttl")]
+)
+def test_send_bad_priority_or_ttl_is_one_line_and_stores_nothing(
+    store: list, capsys: pytest.CaptureFixture[str], args: list[str], field: str
+) -> None:
+    assert main(["send", "--to", DRC, "--text", "x", *args]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(f"smsq: error: {field}:")
+    assert stored() == 0 and store == []
+
+
+def test_status_says_why_a_message_waits_for_quiet_hours(
+    store: list, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMSQ_QUIET_HOURS", "00:00-23:59")
+    reload_settings()
+    assert main(["send", "--to", DRC, "--to", "243991234567", "--text", "sale"]) == 0
+    first = capsys.readouterr().out.split()[0]
+    assert main(["status", first]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^status\s+scheduled$", out, re.M)
+    assert re.search(r"^note\s+quiet hours: 00:00-23:59 at the recipient", out, re.M)
+    assert store == []
+    now = ["send", "--to", DRC, "--to", "243991234567", "--text", "now", "--no-quiet-hours"]
+    assert main(now) == 0
+    assert sorted(i for ids in store for i in ids) == sorted(capsys.readouterr().out.split())

@@ -86,6 +86,10 @@ def test_bulk_post(client: TestClient) -> None:
         ({"to": "243851234567", "text": "x", "sender": "A" * 12}, "sender"),
         ({"to": "243851234567", "text": "x", "send_at": "2001-01-01T00:00:00Z"}, "send_at"),
         ({"to": ["380989361131", "bad"], "text": "x", "provider": "smsclub"}, "to[1]"),
+        ({"to": "243851234567", "text": "x", "priority": "urgent"}, "priority"),
+        ({"to": "243851234567", "text": "x", "ttl": 0}, "ttl"),
+        ({"to": "243851234567", "text": "x", "ttl": "soon"}, "ttl"),
+        ({"to": "243851234567", "text": "x", "quiet_hours": "no"}, "quiet_hours"),
     ],
 )
 def test_bad_input_is_422_naming_the_field_and_stores_nothing(  # type: ignore[no-untyped-def]
@@ -138,3 +142,36 @@ def test_openapi_document_describes_the_api_and_hides_callbacks(client: TestClie
     assert not [p for p in doc["paths"] if p.startswith("/dlr")]
     props = doc["components"]["schemas"]["MessageIn"]["properties"]
     assert {"to", "text", "provider", "sender", "send_at", "callback_url"} <= set(props)
+
+
+def test_priority_ttl_and_quiet_hours_over_http(  # type: ignore[no-untyped-def]
+    client: TestClient, published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = client.post(
+        "/v1/messages",
+        json={"to": "243851234567", "text": "code 1", "priority": "high", "ttl": 120},
+        headers=AUTH,
+    ).json()["id"]
+    body = client.get(f"/v1/messages/{one}", headers=AUTH).json()
+    assert body["priority"] == "high" and body["ttl"] == 120 and body["expires_at"]
+    plain = client.post("/v1/messages", json={"to": "243851234567", "text": "x"}, headers=AUTH)
+    assert client.get(f"/v1/messages/{plain.json()['id']}", headers=AUTH).json()["priority"] == (
+        "normal"
+    )
+    many = client.post(
+        "/v1/messages", json={"to": ["380989361131"], "text": "sale"}, headers=AUTH
+    ).json()["ids"]
+    assert client.get(f"/v1/messages/{many[0]}", headers=AUTH).json()["priority"] == "bulk"
+    monkeypatch.setenv("SMSQ_QUIET_HOURS", "00:00-23:59")  # quiet all day but a minute
+    reload_settings()
+    held = client.post(
+        "/v1/messages", json={"to": ["380989361131"], "text": "sale"}, headers=AUTH
+    ).json()["ids"][0]
+    now = client.post(
+        "/v1/messages",
+        json={"to": ["380989361131"], "text": "sale", "quiet_hours": False},
+        headers=AUTH,
+    ).json()["ids"][0]
+    held_status = client.get(f"/v1/messages/{held}", headers=AUTH).json()
+    assert held_status["status"] == "scheduled" and held_status["note"].startswith("quiet hours")
+    assert client.get(f"/v1/messages/{now}", headers=AUTH).json()["status"] == "queued"

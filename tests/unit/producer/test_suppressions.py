@@ -86,12 +86,21 @@ def test_in_a_bulk_send_the_other_numbers_go_on(published) -> None:  # type: ign
     assert published == [[ids[0]]]
 
 
-def test_a_bulk_scope_entry_does_not_refuse_messages_without_bulk_priority(published) -> None:  # type: ignore[no-untyped-def]
+def test_a_bulk_scope_entry_refuses_bulk_only(published) -> None:  # type: ignore[no-untyped-def]
+    """Issue 16, point 5: an opt-out of campaigns still lets codes and updates through."""
     suppress(A, scope="bulk")
     assert get_status(send_sms(A, "an order update")).status == "queued"  # type: ignore[union-attr]
+    code = send_sms(A, "code 4711", priority="high")
+    assert get_status(code).status == "queued"  # type: ignore[union-attr]
+    [promo] = send_bulk([A], "sale today")  # bulk is send_bulk's default priority
+    st = get_status(promo)
+    assert st is not None and st.status == "rejected" and st.error.startswith("suppressed")
+    [forced] = send_bulk([A], "sale again", priority="normal")
+    assert get_status(forced).status == "queued"  # type: ignore[union-attr]
+    assert promo not in [i for ids in published for i in ids]
 
 
-def test_suppressed_for_is_the_hook_for_the_coming_priority() -> None:
+def test_suppressed_for_by_scope_and_priority() -> None:
     assert suppressed_for("all", None) and suppressed_for("all", "high")
     assert suppressed_for("bulk", "bulk")
     assert not suppressed_for("bulk", None) and not suppressed_for("bulk", "normal")

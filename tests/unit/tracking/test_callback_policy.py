@@ -55,7 +55,15 @@ def fake_resolve(host: str, timeout: float = 0) -> list[callback_policy.Address]
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[str]]]:  # type: ignore[no-untyped-def]
-    isolate(monkeypatch, tmp_path, SMSQ_KECCEL_TOKEN="k", SMSQ_API_KEYS="cb-key")
+    # No broker in unit tests: the limit counters are off (their own tests use a Redis).
+    isolate(
+        monkeypatch,
+        tmp_path,
+        SMSQ_KECCEL_TOKEN="k",
+        SMSQ_API_KEYS="cb-key",
+        SMSQ_API_KEY_LIMIT="off",
+        SMSQ_RECIPIENT_LIMIT="off",
+    )
     monkeypatch.setattr(callback_policy, "resolve", fake_resolve)
     published: list[list[str]] = []
     monkeypatch.setattr(
