@@ -1,4 +1,7 @@
-"""Publish send tasks by name, without importing the worker."""
+"""The one way a task is queued: by name, without importing the worker.
+
+The producer, the worker's send path (a retry, a hand-back), beat's tick and the
+alert retries all publish through here, with one retry policy."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from producer.queues import NOTIFY_TASK, SEND_TASK, celery_config
+from producer.queues import ALERT_TASK, NOTIFY_TASK, POLL_TASK, SEND_TASK, celery_config
 
 log = logging.getLogger("smsq.producer")
 _app: Celery | None = None
@@ -39,19 +42,42 @@ def reset_publisher() -> None:
         _app = None
 
 
-def publish_send(ids: Sequence[str], countdown: float | None = None) -> None:
-    """Queue one send task for `ids` (messages of one provider, one batch)."""
+def publish(
+    task: str,
+    args: Sequence[object] = (),
+    kwargs: dict[str, object] | None = None,
+    countdown: float | None = None,
+) -> None:
+    """Queue `task` by name; the broker's errors, after a short retry, are raised."""
     publisher().send_task(
-        SEND_TASK,
-        args=[list(ids)],
+        task,
+        args=list(args),
+        kwargs=kwargs or {},
         countdown=countdown,
         retry=True,
         retry_policy=PUBLISH_RETRY_POLICY,
     )
 
 
+def publish_send(
+    ids: Sequence[str], countdown: float | None = None, claim_token: str | None = None
+) -> None:
+    """Queue one send task for `ids` (messages of one provider, one batch).
+    `claim_token`: an earlier claim of theirs whose commit may have landed unheard."""
+    kwargs = {"claim_token": claim_token} if claim_token else None
+    publish(SEND_TASK, [list(ids)], kwargs, countdown)
+
+
+def publish_poll(provider: str, ids: Sequence[str]) -> None:
+    """Queue one status poll of `ids` at `provider`."""
+    publish(POLL_TASK, [provider, list(ids)])
+
+
 def publish_notify(ids: Sequence[int]) -> None:
     """Queue the POST of application status callbacks (notification row ids)."""
-    publisher().send_task(
-        NOTIFY_TASK, args=[list(ids)], retry=True, retry_policy=PUBLISH_RETRY_POLICY
-    )
+    publish(NOTIFY_TASK, [list(ids)])
+
+
+def publish_alert_retry(countdown: float) -> None:
+    """Queue the next try of balance alerts whose channel was down."""
+    publish(ALERT_TASK, countdown=countdown)

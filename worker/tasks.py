@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from producer.enqueue import publish_notify, publish_poll, publish_send
 from producer.queues import (
     ALERT_TASK,
     BALANCE_TASK,
@@ -21,8 +22,7 @@ log = logging.getLogger("smsq.tasks")
 def _requeue(ids: list[str], countdown: float, claim_token: str | None = None) -> None:
     """Queue `ids` again; `claim_token` (not a secret: it names a claim) when the claim
     gave up not knowing whether it committed, so the next task can take its rows up."""
-    kwargs = {"claim_token": claim_token} if claim_token else {}
-    send.apply_async(args=[ids], kwargs=kwargs, countdown=min(max(countdown, 0.0), MAX_COUNTDOWN))
+    publish_send(ids, min(max(countdown, 0.0), MAX_COUNTDOWN), claim_token)
 
 
 @app.task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -50,24 +50,12 @@ def notify_app(ids: list[int]) -> dict[str, int]:
     return deliver(ids)
 
 
-def _queue_notify(ids: list[int]) -> None:
-    notify_app.apply_async(args=[list(ids)])
-
-
-def _queue_poll(provider: str, ids: list[str]) -> None:
-    poll.apply_async(args=[provider, list(ids)])
-
-
-def _queue_send(ids: list[str]) -> None:
-    send.apply_async(args=[list(ids)])
-
-
 @app.task(name=TICK_TASK, ignore_result=True, expires=30)
 def tick() -> dict[str, int]:
     """Queue due scheduled sends, retries, swept rows and polls."""
     from worker.resilience.sweeps import tick as run_tick
 
-    return run_tick(_queue_send, _queue_poll, _queue_notify).__dict__
+    return run_tick(publish_send, publish_poll, publish_notify).__dict__
 
 
 @app.task(name=BALANCE_TASK, ignore_result=True, expires=300)

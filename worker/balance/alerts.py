@@ -29,7 +29,7 @@ from sqlmodel import Session, col, select
 
 from producer import db
 from producer.models import Alert, AlertDelivery, AlertState, utcnow
-from producer.queues import ALERT_TASK, MAX_COUNTDOWN
+from producer.queues import MAX_COUNTDOWN
 from producer.settings import Settings, get_settings
 from worker.balance import channels as alert_channels
 from worker.balance.channels import EMAIL, WEBHOOK, ChannelError
@@ -269,11 +269,9 @@ def schedule_retry(now: datetime | None = None) -> float | None:
     except Exception:
         log.debug("redis unavailable for the alert retry key", exc_info=True)
     try:
-        from producer.enqueue import PUBLISH_RETRY_POLICY, publisher
+        from producer.enqueue import publish_alert_retry
 
-        publisher().send_task(
-            ALERT_TASK, countdown=countdown, retry=True, retry_policy=PUBLISH_RETRY_POLICY
-        )
+        publish_alert_retry(countdown)
     except Exception:
         log.warning("could not queue the alert retry; the next balance check retries")
         return None
