@@ -168,17 +168,15 @@ def _transient(exc: BaseException) -> bool:
 
 def _claim(ids: list[str], token: str, retake: bool) -> list[Message]:
     """`queued -> sending` under `token` for those of `ids` no other claim has; the
-    claimed rows, read before the commit, so that whatever fails after it, the rows
-    are known, and a retry (`retake`) finds the ones it already holds."""
+    claimed rows. They are read after the commit, so SQLite's write lock is held for
+    the UPDATE alone; if the store fails between the two, the retry (`retake`) finds
+    the rows this claim already holds by its token."""
     with db.session() as s:
         claimed = claim_many(s, ids, utcnow(), token, retake=retake)
-        rows = (
-            list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
-            if claimed
-            else []
-        )
         s.commit()
-        return rows
+        if not claimed:
+            return []
+        return list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
 
 
 def _unclaim(rows: list[Message]) -> None:
