@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import threading
 import time
@@ -92,6 +93,10 @@ class RequestRecord:
     status: int = 200
 
 
+# The log record of the request a simulator's handler is serving (one per asyncio task).
+_current_request: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "smsq_sim_request", default=None
+)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -160,6 +165,7 @@ class ProviderSim:
 
         async def endpoint(request: Request) -> Response:
             record = RequestRecord(time.time(), request.method, request.url.path)
+            _current_request.set(record)  # this request's, whatever others run meanwhile
             with self._lock:
                 self.requests.append(record)
             fault = self._take_fault()
@@ -183,9 +189,13 @@ class ProviderSim:
         return Route(path, endpoint, methods=methods)
 
     def count_recipients(self, n: int) -> None:
-        """Note on the current request how many recipients it carried."""
+        """Note on the current request how many recipients it carried (the request this
+        handler serves, not the last one logged: requests run concurrently)."""
+        record = _current_request.get()
         with self._lock:
-            if self.requests:
+            if record is not None:
+                record.recipients = n
+            elif self.requests:
                 self.requests[-1].recipients = n
 
     def _take_fault(self) -> Fault | None:
