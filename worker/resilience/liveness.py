@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 import redis
 
+from producer.queues import broker_url
 from worker import redis_client
 
 log = logging.getLogger("smsq.liveness")
@@ -56,8 +57,6 @@ def process_id() -> str:
 
 def _beat_once() -> bool:
     global _beat_url
-    from producer.queues import broker_url
-
     try:
         redis_client.shared().set(KEY.format(process_id()), "1", ex=TTL_SECONDS)
         _beat_url = broker_url()
@@ -79,8 +78,6 @@ def ensure_heartbeat() -> str:
     test, a script) is seen alive while it runs.
     """
     global _thread
-    from producer.queues import broker_url
-
     pid_id = process_id()
     if _thread is not None and _thread.is_alive() and _identity and _identity[0] == os.getpid():
         if _beat_url != broker_url():  # another Redis (a test's stack, the CLI's): beat there now
