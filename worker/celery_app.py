@@ -15,6 +15,8 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_prerun,
+    task_received,
     worker_init,
     worker_shutdown,
 )
@@ -60,6 +62,23 @@ def _startup_warnings(*args, **kwargs):  # type: ignore[no-untyped-def]
 @worker_shutdown.connect
 def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
     """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
-    from worker.resilience import liveness
+    from worker.resilience import liveness, takeover
 
+    takeover.forget_own()
     liveness.stop_heartbeat()
+
+
+@task_received.connect
+def _record_reservation(request=None, **kwargs):  # type: ignore[no-untyped-def]
+    """A task this worker holds unacked: restored by beat if this process dies first."""
+    from worker.resilience import takeover
+
+    message = getattr(request, "message", None)
+    takeover.received(getattr(request, "id", ""), getattr(message, "delivery_tag", None))
+
+
+@task_prerun.connect
+def _clear_reservation(task_id=None, **kwargs):  # type: ignore[no-untyped-def]
+    from worker.resilience import takeover
+
+    takeover.started(task_id or "")

@@ -3,7 +3,8 @@
 Time lives in the store, not in the broker: scheduled sends (`send_at`),
 retries (`next_attempt_at`) and polls (`next_poll_at`) are columns, and this
 tick, run every SMSQ_TICK_SECONDS, queues what is due. Rows left `queued`
-because the broker was down at enqueue are queued again here too.
+because the broker was down at enqueue are queued again here too, and the
+tasks a dead worker had reserved go back to their queues (`takeover`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
 from producer.traffic import expiry_error
-from worker.resilience import liveness, reconcile
+from worker.resilience import liveness, reconcile, takeover
 from worker.store.transitions import move
 from worker.tracking import dlr, notify
 
@@ -39,6 +40,7 @@ class TickResult:
     expired: int = 0
     scheduled: int = 0
     requeued: int = 0
+    taken_over: int = 0
     polls: int = 0
     uncertain: int = 0
     notifications: int = 0
@@ -57,6 +59,7 @@ def tick(
     result.expired = _expire_stale()  # before anything stale could be queued
     result.scheduled = _release_scheduled()
     result.requeued = _queue_due_sends(queue_send)
+    result.taken_over = takeover.restore_dead()
     result.polls = _queue_due_polls(queue_poll)
     result.uncertain = _settle_stuck_sending()
     if queue_notify is not None:
