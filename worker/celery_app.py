@@ -15,6 +15,7 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_postrun,
     task_prerun,
     task_received,
     worker_init,
@@ -78,7 +79,14 @@ def _record_reservation(request=None, **kwargs):  # type: ignore[no-untyped-def]
 
 
 @task_prerun.connect
-def _clear_reservation(task_id=None, **kwargs):  # type: ignore[no-untyped-def]
+def _task_started(task_id=None, kwargs=None, **_):  # type: ignore[no-untyped-def]
     from worker.resilience import takeover
 
-    takeover.started(task_id or "")
+    takeover.started(task_id or "", kwargs)
+
+
+@task_postrun.connect
+def _task_done(task_id=None, **kwargs):  # type: ignore[no-untyped-def]
+    from worker.resilience import takeover
+
+    takeover.done(task_id or "")

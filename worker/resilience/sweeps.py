@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import select
 
 from producer import db
@@ -234,7 +234,12 @@ def _settle_stuck_sending() -> int:
             .where(
                 Message.status == Status.SENDING.value,
                 Message.claimed_at <= dead_cutoff,  # type: ignore[operator]
-                Message.updated_at <= retry_cutoff,  # type: ignore[operator]
+                # Not asked about since the claim (the claim sets both times), or asked
+                # LOOKUP_RETRY_SECONDS ago: a failed lookup touches `updated_at`.
+                or_(
+                    Message.updated_at == Message.claimed_at,  # type: ignore[arg-type]
+                    Message.updated_at <= retry_cutoff,  # type: ignore[operator]
+                ),
             )
             .order_by(Message.claimed_at)  # type: ignore[arg-type]
             .limit(TICK_LIMIT)

@@ -9,18 +9,23 @@ again; a one-time code is minutes late.
 
 So each worker process records the delivery tag of every task it receives in
 `smsq:reserved:<claim id>` (a hash: task id -> tag and time), and removes it
-when the task starts. Beat's tick asks which recorded processes have stopped
-beating (`liveness.dead`) and restores their reserved tasks by tag, with
+when the task is over. Beat's tick asks which recorded processes have stopped
+beating (`liveness.dead`) and restores their recorded tasks by tag, with
 kombu's own `restore_by_tag`: the message goes back to the head of its queue
 and leaves `unacked` in one transaction, so it is not restored a second time
 an hour later. The surviving workers take it next.
 
-Only tasks that had not started are restored. A task that started has claimed
-its rows (a dead worker's claims are settled by `reconcile`); running it again
-under its claim token could take up rows whose request was already made.
-A live worker's reservations are never touched, however long its backlog: the
-queue does not re-queue itself. A warm shutdown drops the process's record,
-since kombu restores its unacked messages itself when the channel closes.
+A task that had started is restored too: a send claims its rows with a
+conditional UPDATE of `queued` rows, so running it again sends only what the
+dead worker had not claimed yet (under SQLite's one writer a claim can wait
+a while for the lock), and the rows it had claimed are settled by `reconcile`.
+The one exception is a send carrying a claim token (queued again by a claim
+that gave up during a store outage): it takes up the rows `sending` under
+that token, and a second run could resend rows whose request the dead worker
+made. Its record is dropped when it starts. A live worker's records are never
+touched, however long its backlog: the queue does not re-queue itself. A warm
+shutdown drops the process's record, since kombu restores its unacked
+messages itself when the channel closes.
 """
 
 from __future__ import annotations
@@ -64,8 +69,16 @@ def received(task_id: str, delivery_tag: str | None) -> None:
         log.debug("reservation of %s not recorded", task_id, exc_info=True)
 
 
-def started(task_id: str) -> None:
-    """Task `task_id` runs now: a restore would run it twice."""
+def started(task_id: str, kwargs: dict[str, object] | None) -> None:
+    """Task `task_id` starts: a send under a claim token must not run twice (see above)."""
+    if (kwargs or {}).get("claim_token"):
+        done(task_id)
+
+
+def done(task_id: str) -> None:
+    """Task `task_id` is over (its ack follows): nothing to restore."""
+    if not task_id:
+        return
     try:
         redis_client.shared().hdel(KEY.format(liveness.process_id()), task_id)
     except _REDIS_ERRORS:

@@ -40,7 +40,7 @@ from producer.enqueue import publisher
 from worker.resilience import liveness, takeover
 
 count = int(sys.argv[1])
-started = sys.argv[2:]
+start = sys.argv[2:] == ["start"]  # every task it takes starts (and hangs there)
 held = []
 conn = publisher().connection_for_read()
 channel = conn.channel()
@@ -51,8 +51,8 @@ def on_message(body, message):
     held.append(message)
     task_id = message.headers["id"]
     takeover.received(task_id, message.delivery_tag)
-    if task_id in started:
-        takeover.started(task_id)
+    if start:
+        takeover.started(task_id, body[1])
 
 with Consumer(channel, [queue], callbacks=[on_message], no_ack=False):
     while len(held) < count:
@@ -88,11 +88,11 @@ def client(
     restore(monkeypatch)
 
 
-def hold_and_die(count: int, started: list[str] | None = None) -> tuple[str, list[list[str]]]:
-    """A consumer takes `count` send tasks unacked, records them, and is SIGKILLed:
-    (its claim id, [[task id, delivery tag], ...])."""
+def hold_and_die(count: int, start: bool = False) -> tuple[str, list[list[str]]]:
+    """A consumer takes `count` send tasks unacked, records them (`start`: and starts
+    them), and is SIGKILLed: (its claim id, [[task id, delivery tag], ...])."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CONSUMER, str(count), *(started or [])],
+        [sys.executable, "-c", CONSUMER, str(count), *(["start"] if start else [])],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -133,18 +133,30 @@ def test_a_dead_workers_reserved_tasks_go_back_to_the_queue_once(client: redis.R
     assert client.llen(SEND_QUEUE) == 3
 
 
-def test_a_task_that_had_started_is_not_restored(client: redis.Redis) -> None:
-    ids = []
-    for n in range(2):
-        publish_send([f"s{n}"])
-    first = json.loads(client.lrange(SEND_QUEUE, -1, -1)[0])["headers"]["id"]  # taken first
-    ids.append(first)
-    me, held = hold_and_die(2, started=[first])
+def test_a_started_send_is_restored_unless_it_carries_a_claim_token(client: redis.Redis) -> None:
+    """A started send claims only `queued` rows, so a second run is harmless; one under
+    a claim token would take up rows `sending` under it, whose request may be made."""
+    publish_send(["plain"])
+    publish_send(["retaken"], claim_token="c" * 32)
+    me, _held = hold_and_die(2, start=True)
     client.delete(liveness.KEY.format(me))
     result = maintenance.tick(lambda ids: None, lambda p, ids: None)
     assert result.taken_over == 1
-    assert queued_task_ids(client) == [task for task, _tag in held if task != first]
-    assert client.hlen("unacked") == 1  # the started one stays for kombu (and the sweep)
+    [restored] = [json.loads(raw) for raw in client.lrange(SEND_QUEUE, 0, -1)]
+    assert restored["headers"]["argsrepr"] == "[['plain']]"
+    assert client.hlen("unacked") == 1  # the token's one stays for kombu (and the sweep)
+
+
+def test_a_task_that_is_over_leaves_no_record(client: redis.Redis) -> None:
+    takeover.received("task-a", "tag-a")
+    takeover.received("task-b", "tag-b")
+    takeover.started("task-a", {})
+    takeover.started("task-b", {"claim_token": "t" * 32})
+    key = takeover.KEY.format(liveness.process_id())
+    assert client.hkeys(key) == [b"task-a"]
+    takeover.done("task-a")
+    assert client.hlen(key) == 0
+    liveness.stop_heartbeat()
 
 
 def test_the_restored_task_is_taken_next_before_the_backlog(client: redis.Redis) -> None:
@@ -190,5 +202,5 @@ def test_nothing_breaks_while_redis_is_unreachable(
     reload_settings()
     broker_url.cache_clear()
     takeover.received("task-b", "tag-b")  # logged, not raised
-    takeover.started("task-b")
+    takeover.done("task-b")
     assert takeover.restore_dead() == 0
