@@ -47,18 +47,23 @@ say how many it settled and how long after their claim.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import logging
+import math
 import os
 import shlex
+import signal
 import sqlite3
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,16 +73,24 @@ from sqlmodel import select
 
 from producer import StoreUnavailable, db, send_sms
 from producer.models import Message, MessageEvent
+from producer.queues import SEND_TASK
+from producer.settings import reload_settings
 from producer.status import TERMINAL, Status
 from tests.pg import EmbeddedPostgres
 from tests.pg import available as postgres_available
 from tests.pg import start as start_postgres
-from worker.gateways.sandbox.base import Fault, ProviderSim, max_in_window
+from worker import redis_client
+from worker.gateways.sandbox.base import Fault, ProviderSim, SimMessage, max_in_window
 from worker.ops.stack import Stack
+from worker.resilience import takeover
 
 RATE = 40
 STORE_DOWN_SECONDS = 10.0
 WEB_DOWN_SECONDS = 30.0  # the simulator tries a push 5 times over about 15 s
+TAKEOVER_DOWN_SECONDS = 60.0  # the killed worker stays down this long: the other takes over
+# The takeover fault runs with the default sweep, so the sweep cannot be what saves the
+# killed worker's messages (the suite's 20 s sweep would, before the heartbeat lapses).
+TAKEOVER_SWEEP_SECONDS = 120
 WORKERS = 2
 CONCURRENCY = 4
 DELIVERY_SECONDS = 1.0
@@ -117,6 +130,7 @@ class Run:
     ids: list[str] = field(default_factory=list)
     texts: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (to, text)
     started: float = 0.0
+    fault_at: float = 0.0  # when the fault began (the columns "fault -> last final", "p99")
     ended: float = 0.0
     notes: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)  # processes that exited, with log tails
@@ -247,6 +261,7 @@ class Suite:
                 else:  # `sent` without an id: lost unless the gateway has it
                     lost += copies[run.texts[r.id]] == 0
         times = sorted(self.send_requests(run, until=run.ended))
+        recovery, p99 = self.recovery(run, rows, book)
         run.row = {
             "messages": len(rows),
             "delivered": status[Status.DELIVERED.value],
@@ -260,6 +275,8 @@ class Suite:
             "lost": lost,
             "duplicated": sum(1 for n in copies.values() if n > 1),
             "max req/s": f"{max_in_window(times)} / {RATE}",
+            "fault -> last final": recovery,
+            "p99 send delay, caught": p99,
             "time": f"{run.ended - run.started:.0f} s",
         }
         others = {st: n for st, n in status.items() if st != Status.DELIVERED.value}
@@ -282,6 +299,33 @@ class Suite:
         for r in [r for r in rows if run.texts[r.id] in twice][:3]:
             run.notes.append(f"sent twice: {r.id} ({r.status}): " + self.history(r.id))
 
+    def recovery(self, run: Run, rows: list[Message], book: list[SimMessage]) -> tuple[str, str]:
+        """(seconds from the fault to the last row becoming final; p99 send delay of the
+        messages caught in it). Caught: not yet in the gateway's book when the fault
+        began. Send delay: from `send_sms` to the gateway taking the message (its book),
+        so it counts the wait behind the backlog as well as the fault's."""
+        if not run.fault_at:
+            return "-", "-"
+        last = max(_ts(r.updated_at) for r in rows) - run.fault_at
+        taken: dict[tuple[str, str], float] = {}
+        for m in book:
+            key = (m.to, m.text)
+            taken[key] = min(taken.get(key, m.created), m.created)
+        delays = sorted(
+            taken[run.texts[r.id]] - _ts(r.created_at)
+            for r in rows
+            if run.texts[r.id] in taken and taken[run.texts[r.id]] >= run.fault_at
+        )
+        if not delays:
+            return f"{last:.0f} s", "-"
+        p99 = delays[min(len(delays) - 1, math.ceil(0.99 * len(delays)) - 1)]
+        run.notes.append(
+            f"{len(delays)} message(s) caught (not at the gateway when the fault began): "
+            f"send delay p50 {delays[len(delays) // 2]:.1f} s, p99 {p99:.1f} s, "
+            f"max {delays[-1]:.1f} s"
+        )
+        return f"{last:.0f} s", f"{p99:.1f} s"
+
     def history(self, mid: str) -> str:
         """A message's events, as seconds from its first one: what happened when."""
         with db.session() as s:
@@ -296,6 +340,34 @@ class Suite:
             f"{(e.note or '')[:90]}".strip()
             for e in events
         )
+
+    @contextlib.contextmanager
+    def settings(self, **overrides: str) -> Iterator[None]:
+        """Workers and beat (and this process) run with `overrides` inside the block:
+        they are stopped (SIGTERM, a warm shutdown), started again with them, and again
+        with the suite's own settings after it."""
+
+        def respawn(env: dict[str, str | None]) -> None:
+            names = [*self.stack.worker_names, *self.stack.beat_names]
+            for name in names:
+                self.stack.kill(name, signal.SIGTERM)
+            for key, value in env.items():
+                for target in (os.environ, self.stack.env):
+                    if value is None:
+                        target.pop(key, None)
+                    else:
+                        target[key] = value
+            reload_settings()
+            for name in names:
+                self.stack.restart(name)
+            self.stack.wait_ready()
+
+        before = {key: os.environ.get(key) for key in overrides}
+        respawn(dict(overrides))
+        try:
+            yield
+        finally:
+            respawn(before)
 
     def start(self, name: str, provider: str) -> Run:
         self.batch += 1
@@ -325,11 +397,60 @@ class Suite:
         self.send(run, self.n)
         self.wait_requests(run, self.n // 3)
         threads, sending = self.hold_every_thread(run)
+        run.fault_at = time.time()
         self.stack.kill("w1")
         self.stack.restart("w1")
         run.notes.append(
             f"kill -9 w1 with {sending} row(s) sending ({threads} requests held 3 s); "
             "w1 restarted at once"
+        )
+        self.wait_final(run)
+        return run
+
+    def worker_takeover(self) -> Run:
+        """kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
+        has not claimed (prefetched, or started and waiting for the store's lock), and
+        no restart for TAKEOVER_DOWN_SECONDS: the other worker takes those tasks at the
+        killed one's heartbeat lapse (`worker.resilience.takeover`); the rows it had
+        claimed are settled by beat (`reconcile`, KING SMS PRO's lookup)."""
+        with self.settings(SMSQ_SWEEP_AFTER_SECONDS=str(TAKEOVER_SWEEP_SECONDS)):
+            return self._worker_takeover()
+
+    def _worker_takeover(self) -> Run:
+        run = self.start(
+            f"worker SIGKILL, no restart, sweep {TAKEOVER_SWEEP_SECONDS} s: takeover", "kingsms"
+        )
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 4)
+        pid = self.stack.processes["w1"].pid
+        deadline = time.monotonic() + 20
+        owner, held = None, set()
+        while time.monotonic() < deadline:
+            os.killpg(pid, signal.SIGSTOP)  # frozen where it stands: what it holds is exact
+            owner = reserving_owner(pid)
+            held = held_unclaimed(owner) if owner else set()
+            if held:
+                break
+            os.killpg(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        claimed = claimed_by(owner) if owner else 0
+        run.fault_at = time.time()
+        self.stack.kill("w1")
+        put_back = None
+        while time.time() < run.fault_at + TAKEOVER_DOWN_SECONDS:
+            if put_back is None and owner and not is_reserving(owner):
+                put_back = time.time() - run.fault_at
+            time.sleep(0.2)
+        self.stack.restart("w1")
+        with db.session() as s:
+            rows = s.exec(select(Message).where(Message.id.in_(list(held)))).all()  # type: ignore[union-attr]
+        final_after = max((_ts(r.updated_at) - run.fault_at for r in rows), default=0.0)
+        run.notes.append(
+            f"kill -9 w1 holding {len(held)} unclaimed message(s) in its tasks and "
+            f"{claimed} claimed row(s) sending; its tasks put back "
+            + (f"{put_back:.0f} s after the kill (heartbeat lapse)" if put_back else "never")
+            + f", those messages final {final_after:.0f} s after it; w1 restarted after "
+            f"{TAKEOVER_DOWN_SECONDS:.0f} s"
         )
         self.wait_final(run)
         return run
@@ -342,6 +463,7 @@ class Suite:
         run = self.start("503 storm + SIGKILL + Redis restart", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         threads, sending = self.hold_every_thread(run, Fault(status=503, times=50))
         self.stack.kill("w1")
         self.stack.stop_redis()
@@ -361,6 +483,7 @@ class Suite:
         during = min(10, self.n // 10)
         self.send(run, self.n - during)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         self.stack.stop_redis()
         down = time.monotonic()
         self.send(run, during, offset=self.n - during)  # rows kept, queued by the sweep
@@ -378,6 +501,7 @@ class Suite:
         sim = self.sims["smsclub"]
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         sim.add_fault(Fault(status=504, body="late", delay=4.0, times=15))
         # Answers after 4 s against a 2 s timeout: the gateway has the message, its
         # answer is lost (an uncertain send; SMSClub refuses a copy within 2 min: 453).
@@ -398,6 +522,7 @@ class Suite:
         run = self.start("5xx storm (50 x 503)", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         self.sims["smsclub"].add_fault(Fault(status=503, times=50))
         self.wait_final(run)
         return run
@@ -408,6 +533,7 @@ class Suite:
         self.send(run, self.n)
         for share in (0.2, 0.5, 0.8):
             self.wait_requests(run, int(self.n * share))
+            run.fault_at = run.fault_at or time.time()
             sim.add_fault(
                 Fault(status=429, body="Too Many Requests", headers={"Retry-After": "2"}, times=20)
             )
@@ -419,6 +545,7 @@ class Suite:
         run = self.start("store locked 5 s", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         if self.pg is not None:
             with db.get_engine().connect() as conn:
                 began = time.monotonic()
@@ -452,6 +579,7 @@ class Suite:
         during = min(10, self.n // 10)
         self.send(run, self.n - during)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         self.pg.down()
         down = time.monotonic()
         refused: list[tuple[str, str, str]] = []
@@ -509,6 +637,7 @@ class Suite:
         pushed_before = len(sim.pushes)
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         self.stack.kill("web")
         down = time.monotonic()
         time.sleep(WEB_DOWN_SECONDS)
@@ -551,10 +680,53 @@ class Suite:
         return found
 
 
+def reserving_owner(pid: int) -> str | None:
+    """The claim id of worker process `pid` among those holding task records."""
+    owners = [o.decode() for o in redis_client.shared().smembers(takeover.OWNERS)]
+    return next((o for o in owners if o.split(":")[-2] == str(pid)), None)
+
+
+def is_reserving(owner: str) -> bool:
+    return bool(redis_client.shared().sismember(takeover.OWNERS, owner))
+
+
+def held_unclaimed(owner: str) -> set[str]:
+    """Message ids in the tasks `owner` holds unacked whose rows are still `queued`."""
+    client = redis_client.shared()
+    ids: set[str] = set()
+    for value in client.hvals(takeover.KEY.format(owner)):
+        raw = client.hget("unacked", takeover.parse(value)[0])
+        if raw is not None:
+            payload = json.loads(raw)[0]
+            if payload["headers"].get("task") == SEND_TASK:
+                ids.update(json.loads(base64.b64decode(payload["body"]))[0][0])
+    if not ids:
+        return set()
+    with db.session() as s:
+        rows = s.exec(select(Message.id, Message.status).where(Message.id.in_(list(ids)))).all()  # type: ignore[union-attr]
+    return {mid for mid, status in rows if status == Status.QUEUED.value}
+
+
+def claimed_by(owner: str) -> int:
+    with db.session() as s:
+        return len(
+            s.exec(
+                select(Message.id).where(
+                    Message.claimed_by == owner, Message.status == Status.SENDING.value
+                )
+            ).all()
+        )
+
+
+def _ts(when: datetime) -> float:
+    """A store time (naive UTC on SQLite) as a Unix timestamp."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def print_table(runs: list[Run]) -> None:
     headers = ["store", "fault", "messages", "delivered", "final other", "sent, no report"]
     headers += ["lost", "duplicated"]
-    headers += ["max req/s seen vs limit", "time"]
+    headers += ["max req/s seen vs limit", "fault -> last final", "p99 send delay, caught", "time"]
     table = [[r.store, r.name, *(str(v) for v in r.row.values())] for r in runs]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     line = " | ".join(
@@ -603,6 +775,7 @@ def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
                 suite = Suite(stack, n, pg)
                 faults = [
                     suite.worker_sigkill,
+                    suite.worker_takeover,
                     suite.redis_restart,
                     suite.timeouts,
                     suite.storm_5xx,

@@ -24,7 +24,7 @@ from sqlmodel import select
 
 from producer import db, send_sms
 from producer.models import Message
-from producer.queues import broker_url
+from producer.queues import SEND_TASK, broker_url
 from producer.status import Status
 from tests.integration.conftest import book, running_stack, sim, wait_for
 from worker.gateways.sandbox.base import Fault
@@ -73,8 +73,8 @@ def held_unclaimed(client: redis.Redis, owner: str) -> set[str]:
         if raw is None:
             continue
         payload = json.loads(raw)[0]
-        args = json.loads(base64.b64decode(payload["body"]))[0]
-        ids.update(args[0])
+        if payload["headers"].get("task") == SEND_TASK:
+            ids.update(json.loads(base64.b64decode(payload["body"]))[0][0])
     if not ids:
         return set()
     with db.session() as s:
