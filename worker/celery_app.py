@@ -20,10 +20,12 @@ from celery.signals import (
     task_received,
     worker_init,
     worker_shutdown,
+    worker_shutting_down,
 )
 
 from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
 from producer.settings import get_settings
+from worker import redis_client
 
 app = Celery("smsq", include=["worker.tasks"])
 app.conf.update(celery_config())
@@ -32,6 +34,12 @@ _settings = get_settings()
 app.conf.update(
     beat_scheduler="worker.beat.SmsqScheduler",
     redbeat_redis_url=broker_url(),
+    # Bounded calls: a Redis that stops answering costs beat a few seconds per call, and
+    # never a hang (SIGTERM included: see worker.beat.SmsqScheduler.close).
+    redbeat_redis_options={
+        "socket_timeout": redis_client.SOCKET_TIMEOUT,
+        "socket_connect_timeout": redis_client.CONNECT_TIMEOUT,
+    },
     redbeat_key_prefix="smsq:redbeat:",
     beat_max_loop_interval=5,
     redbeat_lock_timeout=30,  # > beat_max_loop_interval: a dead beat's lock frees in 30 s
@@ -75,18 +83,35 @@ def _record_reservation(request=None, **kwargs):  # type: ignore[no-untyped-def]
     from worker.resilience import takeover
 
     message = getattr(request, "message", None)
-    takeover.received(getattr(request, "id", ""), getattr(message, "delivery_tag", None))
+    takeover.received(
+        getattr(request, "id", ""),
+        getattr(message, "delivery_tag", None),
+        getattr(request, "kwargs", None),
+    )
 
 
 @task_prerun.connect
 def _task_started(task_id=None, kwargs=None, **_):  # type: ignore[no-untyped-def]
+    from worker.ops import shutdown
     from worker.resilience import takeover
 
+    shutdown.task_started()
     takeover.started(task_id or "", kwargs)
 
 
 @task_postrun.connect
 def _task_done(task_id=None, **kwargs):  # type: ignore[no-untyped-def]
+    from worker.ops import shutdown
     from worker.resilience import takeover
 
+    shutdown.task_ended()
     takeover.done(task_id or "")
+
+
+@worker_shutting_down.connect
+def _bounded_stop(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """SIGTERM (or SIGINT, SIGQUIT): the process exits within seconds, even if the
+    broker's goodbyes cannot reach Redis (`worker.ops.shutdown`)."""
+    from worker.ops import shutdown
+
+    shutdown.arm("worker")

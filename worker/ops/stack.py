@@ -288,8 +288,10 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the worker answers a ping and web answers /healthz."""
         import httpx
+        import redis
+        from kombu.exceptions import OperationalError
 
-        from producer.enqueue import publisher
+        from producer.enqueue import publisher, reset_publisher
 
         deadline = time.monotonic() + timeout
         worker_ok = web_ok = False
@@ -301,7 +303,11 @@ class Stack:
                         f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log"
                     )
             if not worker_ok:
-                worker_ok = len(publisher().control.ping(timeout=0.5) or []) >= self.workers
+                try:
+                    worker_ok = len(publisher().control.ping(timeout=0.5) or []) >= self.workers
+                except (OSError, redis.RedisError, OperationalError):  # Redis just restarted:
+                    reset_publisher()  # its pooled connections are dead; ask again
+                    worker_ok = False
             if not web_ok:
                 try:
                     web_ok = httpx.get(f"{self.web_url}/healthz", timeout=1).status_code < 500

@@ -22,10 +22,10 @@ a while for the lock), and the rows it had claimed are settled by `reconcile`.
 The one exception is a send carrying a claim token (queued again by a claim
 that gave up during a store outage): it takes up the rows `sending` under
 that token, and a second run could resend rows whose request the dead worker
-made. Its record is dropped when it starts. A live worker's records are never
-touched, however long its backlog: the queue does not re-queue itself. A warm
-shutdown drops the process's record, since kombu restores its unacked
-messages itself when the channel closes.
+made. It is not recorded (nor restored); it comes back with the sweep. A live
+worker's records are never touched, however long its backlog: the queue does
+not re-queue itself. A warm shutdown drops the process's record, since kombu
+restores its unacked messages itself when the channel closes.
 """
 
 from __future__ import annotations
@@ -52,10 +52,14 @@ _REDIS_ERRORS = (redis.RedisError, OSError, RuntimeError)
 Restore = Callable[[list[str]], int]
 
 
-def received(task_id: str, delivery_tag: str | None) -> None:
+def received(
+    task_id: str, delivery_tag: str | None, kwargs: dict[str, object] | None = None
+) -> None:
     """This process holds task `task_id` (not started yet). Never raises: without a
-    record, the task comes back with the sweep, as before."""
-    if not task_id or not delivery_tag:
+    record, the task comes back with the sweep, as before. A send under a claim token
+    is not recorded (see above): its record could outlive its start when Redis is
+    unreachable at that moment."""
+    if not task_id or not delivery_tag or (kwargs or {}).get("claim_token"):
         return
     try:
         owner = liveness.ensure_heartbeat()  # seen alive before any record names it

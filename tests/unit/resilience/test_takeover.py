@@ -50,7 +50,7 @@ queue = Queue("send", Exchange("send"), "send")
 def on_message(body, message):
     held.append(message)
     task_id = message.headers["id"]
-    takeover.received(task_id, message.delivery_tag)
+    takeover.received(task_id, message.delivery_tag, body[1])
     if start:
         takeover.started(task_id, body[1])
 
@@ -149,7 +149,8 @@ def test_a_started_send_is_restored_unless_it_carries_a_claim_token(client: redi
 
 def test_a_task_that_is_over_leaves_no_record(client: redis.Redis) -> None:
     takeover.received("task-a", "tag-a")
-    takeover.received("task-b", "tag-b")
+    takeover.received("task-b", "tag-b")  # a record from before its token was known
+    takeover.received("task-c", "tag-c", {"claim_token": "t" * 32})  # never recorded
     takeover.started("task-a", {})
     takeover.started("task-b", {"claim_token": "t" * 32})
     key = takeover.KEY.format(liveness.process_id())
