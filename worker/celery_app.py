@@ -10,6 +10,7 @@ Redis lock makes several beat processes on several hosts safe.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from celery.signals import (
@@ -23,9 +24,40 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
+from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config, sentinel_group
 from producer.settings import get_settings
 from worker import redis_client
+
+
+def redbeat_settings() -> tuple[str, dict[str, Any]]:
+    """redbeat's URL and client options: the broker's Redis, or its Sentinel group
+    (redbeat's `redis-sentinel` form, the URL then only naming the kind). Bounded
+    calls: a Redis that stops answering costs beat seconds per call, never a hang
+    (SIGTERM included: `worker.beat.SmsqScheduler.close`)."""
+    timeouts = {
+        "socket_timeout": redis_client.SOCKET_TIMEOUT,
+        "socket_connect_timeout": redis_client.CONNECT_TIMEOUT,
+    }
+    group = sentinel_group()
+    if group is None:
+        return broker_url(), timeouts
+    host, port = group.nodes[0]
+    options: dict[str, Any] = {
+        "sentinels": list(group.nodes),
+        "service_name": group.master,
+        "db": group.db,
+        "password": group.password,
+        "socket_timeout": redis_client.SOCKET_TIMEOUT,
+        "sentinel_kwargs": group.sentinel_kwargs(
+            redis_client.SOCKET_TIMEOUT, redis_client.CONNECT_TIMEOUT
+        ),
+    }
+    if group.username:
+        options["username"] = group.username
+    return f"redis-sentinel://{host}:{port}/{group.db}", options
+
+
+_redbeat_url, _redbeat_options = redbeat_settings()
 
 app = Celery("smsq", include=["worker.tasks"])
 app.conf.update(celery_config())
@@ -33,13 +65,8 @@ app.conf.update(celery_config())
 _settings = get_settings()
 app.conf.update(
     beat_scheduler="worker.beat.SmsqScheduler",
-    redbeat_redis_url=broker_url(),
-    # Bounded calls: a Redis that stops answering costs beat a few seconds per call, and
-    # never a hang (SIGTERM included: see worker.beat.SmsqScheduler.close).
-    redbeat_redis_options={
-        "socket_timeout": redis_client.SOCKET_TIMEOUT,
-        "socket_connect_timeout": redis_client.CONNECT_TIMEOUT,
-    },
+    redbeat_redis_url=_redbeat_url,
+    redbeat_redis_options=_redbeat_options,
     redbeat_key_prefix="smsq:redbeat:",
     beat_max_loop_interval=5,
     redbeat_lock_timeout=30,  # > beat_max_loop_interval: a dead beat's lock frees in 30 s

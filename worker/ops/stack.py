@@ -69,6 +69,7 @@ class Stack:
     beats: int = 1
     web: bool = True
     app: str = "worker.celery_app"  # the Celery app module of workers (the benchmark adds a task)
+    broker: str | None = None  # SMSQ_BROKER_URL of a Redis run elsewhere (a Sentinel group)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
     sandbox: RunningSandbox | None = None
@@ -96,7 +97,7 @@ class Stack:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        broker = os.environ.get("SMSQ_BROKER_URL")
+        broker = self.broker or os.environ.get("SMSQ_BROKER_URL")
         if not broker:
             self.started_redis = running_url(self.data_dir) is None
             broker = ensure_embedded_redis(self.data_dir)
