@@ -30,18 +30,28 @@ wheel is installed) runs the suite on each, one after the other:
    outage get StoreUnavailable and are made again, as an app would, with the
    same idempotency key once the store is back;
 9. faults in three places at once: a 503 storm at SMSClub while a worker is
-   SIGKILLed with sends the gateway holds, and Redis is stopped and started.
+   SIGKILLed with sends the gateway holds, and Redis is stopped and started;
+10. kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
+   has not claimed, not restarted for TAKEOVER_DOWN_SECONDS and with the default
+   sweep (120 s): the other worker takes those tasks at its heartbeat lapse
+   (`worker.resilience.takeover`);
+11. (a second stack, on a Sentinel group of real redis-server processes: primary,
+   replica, three sentinels, `tests/sentinel.py`) kill -9 of the Redis primary
+   mid-run; the replica is promoted and every Redis user follows it.
 
 Then it waits for every message to be final (or `sent` with nothing left to
 ask) and prints, per fault: delivered, other final statuses, lost (a row
 stuck in queued/sending, or `sent` with a gateway id the simulator never
 issued, or without an id and not in the book), duplicated ((number, text) more
 than once in the book), the most send requests the simulator saw in any
-sliding second against the limit, and the time from the first send_sms to the
-last final status. Nothing is nudged: rows a killed worker (or an uncertain
-send) left in `sending` wait for beat to settle them by itself (about
-liveness.DEAD_AFTER after their claim, SMSQ_UNCERTAIN_SEND=reconcile); the notes
-say how many it settled and how long after their claim.
+sliding second against the limit, the seconds from the fault to the last row
+becoming final, the p99 send delay (send_sms to the gateway's book) of the
+messages caught in the fault (not yet at the gateway when it began), and the
+time from the first send_sms to the last final status. Nothing is nudged: rows
+a killed worker (or an uncertain send) left in `sending` wait for beat to settle
+them by itself (liveness.DEAD_AFTER after their claim,
+SMSQ_UNCERTAIN_SEND=reconcile); the notes say how many it settled and how long
+after their claim.
 """
 
 from __future__ import annotations
@@ -79,6 +89,7 @@ from producer.status import TERMINAL, Status
 from tests.pg import EmbeddedPostgres
 from tests.pg import available as postgres_available
 from tests.pg import start as start_postgres
+from tests.sentinel import DOWN_AFTER_MS, SentinelGroup
 from worker import redis_client
 from worker.gateways.sandbox.base import Fault, ProviderSim, SimMessage, max_in_window
 from worker.ops.stack import Stack
@@ -138,10 +149,17 @@ class Run:
 
 
 class Suite:
-    def __init__(self, stack: Stack, n: int, pg: EmbeddedPostgres | None = None) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        n: int,
+        pg: EmbeddedPostgres | None = None,
+        group: SentinelGroup | None = None,
+    ) -> None:
         self.stack = stack
         self.n = n
         self.pg = pg
+        self.group = group
         self.store = "postgres" if pg is not None else "sqlite"
         self.batch = 0
         assert stack.sandbox is not None
@@ -455,6 +473,41 @@ class Suite:
         self.wait_final(run)
         return run
 
+    def redis_failover(self) -> Run:
+        """(A stack on a Sentinel group: primary, replica, three sentinels.) SIGKILL of
+        the Redis primary mid-run, ten send_sms during the failover; the sentinels
+        promote the replica. Every Redis user must follow the new master, the rate
+        limiter must not grant past the limit on a master that may lack the last
+        grants, and no worker or beat may exit (a process that does is restarted,
+        as a supervisor would, and noted)."""
+        assert self.group is not None
+        run = self.start("Redis primary SIGKILL, Sentinel failover", "smsclub")
+        during = min(10, self.n // 10)
+        self.send(run, self.n - during)
+        self.wait_requests(run, self.n // 3)
+        old = self.group.master_port()
+        run.fault_at = time.time()
+        self.group.kill_primary()
+        self.send(run, during, offset=self.n - during)  # the app goes on calling send_sms
+        promoted = self.group.wait_promoted(old)
+        run.notes.append(
+            f"kill -9 of the Redis primary; the replica promoted {promoted:.1f} s later "
+            f"(3 sentinels, quorum 2, down after {DOWN_AFTER_MS} ms); {during} send_sms "
+            "during the failover"
+        )
+        self.wait_final(run, revive=True)
+        logs = self.stack.data_dir / "logs"
+        held = sum(
+            path.read_text(errors="replace").count("the Redis master changed")
+            for path in logs.glob("w*.log")
+        )
+        exited = [note for note in run.notes if "exited" in note]
+        run.notes.append(
+            f"{held} worker process(es) saw the master change and held rate-limit grants "
+            f"one window; {'no worker or beat exited' if not exited else 'see the exits above'}"
+        )
+        return run
+
     def compound(self) -> Run:
         """Faults in three places at once: a 503 storm at SMSClub, and meanwhile a
         worker SIGKILLed with sends the gateway holds, and Redis stopped and started.
@@ -744,60 +797,88 @@ def print_table(runs: list[Run]) -> None:
         )
 
 
+MAIN_FAULTS = [
+    "worker_sigkill",
+    "redis_restart",
+    "timeouts",
+    "storm_5xx",
+    "bursts_429",
+    "store_locked",
+    "store_down",  # PostgreSQL only
+    "web_down",
+    "compound",
+    "worker_takeover",
+]
+SENTINEL_FAULTS = ["redis_failover"]  # on a stack of their own, on a Sentinel group
+
+
 def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
-    """Every fault (or those named in `only`) on one new stack whose store is `store`."""
+    """Every fault (or those named in `only`) on new stacks whose store is `store`: one
+    on an embedded Redis, then one on a Sentinel group for the failover."""
     for key in [k for k in os.environ if k.startswith("SMSQ_")]:
         del os.environ[key]  # a fresh stack: its own Redis, store and settings
     db.reset_engine()
     runs: list[Run] = []
     pg = start_postgres() if store == "postgres" else None
+    wanted = [f for f in MAIN_FAULTS if not only or f in only]
+    wanted = [f for f in wanted if f != "store_down" or pg is not None]
+    failover = [f for f in SENTINEL_FAULTS if not only or f in only]
     try:
         with tempfile.TemporaryDirectory(prefix="smsq-faults-") as tmp:
             env = dict(FAULT_ENV)
             if pg is not None:
                 env["SMSQ_DATABASE_URL"] = pg.database("faults")
-            stack = Stack(
-                data_dir=Path(tmp),
-                delivery_seconds=DELIVERY_SECONDS,
-                workers=WORKERS,
-                worker_concurrency=CONCURRENCY,
-                extra_env=env,
-            )
-            try:
-                try:
-                    stack.start()
-                except RuntimeError:
-                    print(stack.log_tails())
-                    raise
-                # The simulators drop a request whose client vanished (a killed worker, a
-                # timeout): uvicorn logs each as a traceback, not a result.
-                logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-                suite = Suite(stack, n, pg)
-                faults = [
-                    suite.worker_sigkill,
-                    suite.worker_takeover,
-                    suite.redis_restart,
-                    suite.timeouts,
-                    suite.storm_5xx,
-                    suite.bursts_429,
-                    suite.store_locked,
-                    *([suite.store_down] if pg is not None else []),
-                    suite.web_down,
-                    suite.compound,
-                ]
-                for fault in faults:
-                    if only and fault.__name__ not in only:
-                        continue
-                    print(f"{store}: {fault.__name__} ...", flush=True)
-                    run = fault()
-                    suite.tally(run)
-                    runs.append(run)
-            finally:
-                stack.stop()
-                db.reset_engine()
+            if wanted:
+                runs += run_on_stack(store, Path(tmp) / "main", env, n, pg, wanted)
+            if failover:
+                with SentinelGroup(Path(tmp) / "sentinel") as group:
+                    runs += run_on_stack(
+                        store, Path(tmp) / "on-sentinel", env, n, pg, failover, group
+                    )
     finally:
         if pg is not None:
             pg.stop()
+    return runs
+
+
+def run_on_stack(
+    store: str,
+    data_dir: Path,
+    env: dict[str, str],
+    n: int,
+    pg: EmbeddedPostgres | None,
+    faults: list[str],
+    group: SentinelGroup | None = None,
+) -> list[Run]:
+    runs: list[Run] = []
+    stack = Stack(
+        data_dir=data_dir,
+        delivery_seconds=DELIVERY_SECONDS,
+        workers=WORKERS,
+        worker_concurrency=CONCURRENCY,
+        extra_env=env,
+        broker=group.url if group else None,
+    )
+    try:
+        try:
+            stack.start()
+        except RuntimeError:
+            print(stack.log_tails())
+            raise
+        # The simulators drop a request whose client vanished (a killed worker, a
+        # timeout): uvicorn logs each as a traceback, not a result.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        suite = Suite(stack, n, pg, group)
+        for name in faults:
+            print(f"{store}: {name} ...", flush=True)
+            run = getattr(suite, name)()
+            suite.tally(run)
+            runs.append(run)
+    finally:
+        stack.stop()
+        for key in stack.exported:  # the next stack starts from a clean environment
+            os.environ.pop(key, None)
+        db.reset_engine()
     return runs
 
 
@@ -810,7 +891,13 @@ def main() -> int:
         default="both" if postgres_available() else "sqlite",
         help="the store of the stack (both, when the pgserver wheel is installed)",
     )
-    parser.add_argument("--only", nargs="*", default=None, help="fault names (all of them)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        choices=[*MAIN_FAULTS, *SENTINEL_FAULTS],
+        help="fault names (all of them)",
+    )
     args = parser.parse_args()
     if args.store != "sqlite" and not postgres_available():
         parser.error("no embedded PostgreSQL: install the dev extra (the pgserver wheel)")
@@ -827,7 +914,8 @@ def main() -> int:
     print("$ " + shlex.join(["python", "bench/faults.py", *sys.argv[1:]]))
     print(
         f"stack per store: {WORKERS} worker processes x {CONCURRENCY} threads, 1 beat, web, "
-        f"embedded Redis (AOF); stores: {', '.join(stores)} (PostgreSQL 16 embedded); "
+        f"embedded Redis (AOF), and for the failover a Sentinel group (primary, replica, "
+        f"3 sentinels); stores: {', '.join(stores)} (PostgreSQL 16 embedded); "
         f"simulators deliver after {DELIVERY_SECONDS:g}s; "
         f"{os.cpu_count()} CPUs, load average {load:.2f} at start"
     )
