@@ -103,17 +103,13 @@ def _drop_rest(ids: list[str]) -> None:
 
 def rows(result: PriorityRun) -> list[tuple[str, str, str, str]]:
     """Rows for bench/run.py's table."""
-    what = (
-        f"{result.backlog} recipients"
-        if result.provider == "smsclub"
-        else f"{result.backlog} single messages"
-    )
-    head = f"{N_CODES} high during {result.provider} bulk ({what}), {RATE}/s"
+    unit = "recipients" if result.provider == "smsclub" else "singles"
+    head = f"{N_CODES} high, {result.provider} backlog {result.backlog} {unit} at {RATE}/s"
     return [
         (f"{head}: p50", f"{result.p50_ms:8.0f} ms", "", "~ 1 slot + latency"),
         (f"{head}: p99", f"{result.p99_ms:8.0f} ms", "", ""),
         (
-            f"{head}: R used (backlog's share)",
+            f"{head}: R used (backlog)",
             f"max {result.worst_per_second} in any 1 s",
             f"{result.used:5.1%} ({result.backlog_used:.0%})",
             f"<= {RATE}; >= 95%",
