@@ -70,6 +70,8 @@ def _stop_rate_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
 @worker_shutdown.connect
 def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
     """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
+    from worker.ops import metrics
     from worker.resilience import liveness
 
     liveness.stop_heartbeat()
+    metrics.flush()
