@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def run_schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it; its working directory (where it keeps a crash cache)
+    is a temporary one, so nothing lands in the checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
     env.update(
         {
@@ -134,9 +137,10 @@ def run_schemathesis(url: str, *options: str) -> subprocess.CompletedProcess[str
         "10",
         *options,
     ]
-    return subprocess.run(
-        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
+    with tempfile.TemporaryDirectory() as work:
+        return subprocess.run(
+            command, env=env, cwd=work, capture_output=True, text=True, timeout=600, check=False
+        )
 
 
 def assert_passed(result: subprocess.CompletedProcess[str]) -> None:

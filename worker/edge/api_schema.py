@@ -38,6 +38,7 @@ SEND_AT_FORMAT = "future-date-time"
 PHONE_NUMBER = {
     "type": "string",
     "format": PHONE_FORMAT,
+    "minLength": 1,
     "description": (
         "An international number, country code first (`243851234567`, `+243 851 234 567`, "
         "`00243...`; spaces, dots, dashes, slashes and brackets allowed), valid in its "
