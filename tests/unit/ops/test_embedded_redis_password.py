@@ -103,6 +103,14 @@ def test_the_password_is_redacted_without_a_broker_url(  # type: ignore[no-untyp
         restore(monkeypatch)
 
 
+def test_a_redis_url_password_no_setting_names_is_redacted_too() -> None:
+    from worker.ops.logs import RedactSecrets
+
+    redactor = RedactSecrets()
+    line = "broker redis://:0123abcd-never-configured@127.0.0.1:6379/0 and rediss://u:p4ss@h:1/0"
+    assert redactor.redact(line) == "broker redis://:***@127.0.0.1:6379/0 and rediss://u:***@h:1/0"
+
+
 def test_celery_shows_the_broker_url_masked(embedded) -> None:  # type: ignore[no-untyped-def]
     """What the worker's banner and Flower's log print (kombu's as_uri)."""
     _, url = embedded
