@@ -115,7 +115,8 @@ def _field_of(error: Mapping[str, Any]) -> str:
 def _rule_of(error: Mapping[str, Any]) -> str:
     if error.get("type") == "json_invalid":
         return "is not valid JSON"
-    return str(error.get("msg", "is not valid"))
+    # A model's own check (`raise ValueError`) reads "Value error, <rule>": keep the rule.
+    return str(error.get("msg", "is not valid")).removeprefix("Value error, ")
 
 
 @app.exception_handler(RequestValidationError)

@@ -23,7 +23,7 @@ from producer.api import MAX_BULK_IDEMPOTENCY_KEY
 from producer.limits import limits_for
 from producer.settings import Settings
 from producer.suppressions import MAX_REASON, REASON_PATTERN
-from producer.traffic import MAX_TTL, PRIORITIES
+from producer.traffic import MAX_TTL
 from producer.validation import (
     MAX_IDEMPOTENCY_KEY,
     MAX_URL,
@@ -169,9 +169,6 @@ class MessageIn(BaseModel):
         if value is not None and value not in known:
             raise ValueError(f"must be one of: {', '.join(known)} (the configured gateways)")
         return value
-
-
-assert set(PRIORITIES) == {"high", "normal", "bulk"}  # the Literal above lists them
 
 
 class SuppressionIn(BaseModel):

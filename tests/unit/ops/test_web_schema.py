@@ -17,9 +17,10 @@ from producer import send_bulk
 from producer.api import MAX_BULK_IDEMPOTENCY_KEY
 from producer.errors import InvalidMessage
 from producer.suppressions import REASON_PATTERN, check_reason
+from producer.traffic import PRIORITIES
 from producer.validation import NOT_BLANK_PATTERN, WHITESPACE_CLASS
 from tests.unit.conftest import isolate, restore
-from worker.edge.api_schema import SENDER_SCHEMA
+from worker.edge.api_schema import SENDER_SCHEMA, MessageIn
 
 KEY = "schema-test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -105,7 +106,10 @@ def test_provider_and_priority_are_the_documented_names_exactly(client: TestClie
     for field, bad in (("provider", "KECCEL"), ("provider", "smsclub"), ("priority", "High")):
         answer = post(client, **{field: bad})
         assert answer.status_code == 422 and answer.json()["field"] == field, bad
-    assert "kingsms" in post(client, provider="smsclub").json()["rule"]
+    rule = post(client, provider="smsclub").json()["rule"]
+    assert rule == "must be one of: keccel, kingsms (the configured gateways)"
+    enum = MessageIn.model_json_schema()["properties"]["priority"]["anyOf"][0]["enum"]
+    assert tuple(enum) == PRIORITIES
 
 
 def test_an_empty_list_and_a_list_over_the_bulk_limit_are_422_on_to(client: TestClient) -> None:
