@@ -100,8 +100,9 @@ def _alive(port: int, password: str | None) -> bool:
         return False
 
 
-def running_url(data_dir: Path | str) -> str | None:
-    """The URL of this data dir's embedded Redis if it is up, else None."""
+def running_url(data_dir: Path | str, tries: int = 1) -> str | None:
+    """The URL of this data dir's embedded Redis if it is up, else None (after `tries`
+    looks 0.1 s apart: before starting another server, a busy one is given a chance)."""
     port_file = Path(data_dir).resolve() / "redis.port"
     try:
         port = int(port_file.read_text().strip())
@@ -110,7 +111,12 @@ def running_url(data_dir: Path | str) -> str | None:
     password = password_of(data_dir)
     if password is None:
         return None  # a server of an older smsq, without a password: not ours to use
-    return _url(port, password) if _alive(port, password) else None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.1)
+        if _alive(port, password):
+            return _url(port, password)
+    return None
 
 
 def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
@@ -125,7 +131,7 @@ def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
         return url
     with open(data_dir / ".redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        url = running_url(data_dir)
+        url = running_url(data_dir, tries=3)
         if url:
             return url
         password = password_of(data_dir) if port is not None else None
