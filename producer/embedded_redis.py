@@ -134,11 +134,34 @@ def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
         url = running_url(data_dir, tries=3)
         if url:
             return url
+        _retire_passwordless(data_dir)
         password = password_of(data_dir) if port is not None else None
         if password is None:
             password = secrets.token_hex(24)
             _write_private(data_dir / PASSWORD_FILE, password + "\n")
         return _start(data_dir, port or free_port(), password)
+
+
+def _retire_passwordless(data_dir: Path) -> None:
+    """Shut down a server an older smsq started here without a password (SHUTDOWN
+    writes its AOF, which the new server loads): two servers must never share the
+    data dir's AOF, and none may run here without a password."""
+    try:
+        port = int((data_dir / "redis.port").read_text().strip())
+    except (OSError, ValueError):
+        return
+    if not _alive(port, None):
+        return
+    client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0))
+    try:
+        client.shutdown(nosave=False)
+    except redis.ConnectionError:
+        pass  # shutdown closes the connection: expected
+    finally:
+        client.close()
+    deadline = time.monotonic() + 15
+    while _alive(port, None) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _start(data_dir: Path, port: int, password: str) -> str:

@@ -4,7 +4,9 @@ redacted from logs even when no SMSQ_BROKER_URL names it. A real redis-server.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -117,3 +119,44 @@ def test_celery_shows_the_broker_url_masked(embedded) -> None:  # type: ignore[n
     shown = Connection(url).as_uri()
     password = urlsplit(url).password
     assert password and password not in shown and ":**@" in shown
+
+
+def test_a_server_without_a_password_is_retired_and_its_data_kept(tmp_path: Path) -> None:
+    """A data dir whose Redis an older smsq started without a password: the new start
+    shuts it down (its AOF written) and serves the same data with a password."""
+    import subprocess
+
+    from producer.embedded_redis import free_port, redis_binary
+
+    port = free_port()
+    subprocess.run(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+         "--daemonize", "yes", "--pidfile", str(tmp_path / "redis.pid"),
+         "--appendonly", "yes", "--appendfilename", "smsq.aof", "--save", ""],
+        check=True, timeout=30,
+    )  # fmt: skip
+    old = redis.Redis(host="127.0.0.1", port=port, retry=ONCE)
+    for _ in range(100):
+        try:
+            old.set("queued-task", "kept")
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    old_pid = int((tmp_path / "redis.pid").read_text())
+    (tmp_path / "redis.port").write_text(str(port))
+    try:
+        url = ensure_embedded_redis(tmp_path)
+        assert urlsplit(url).password
+        assert not Path(f"/proc/{old_pid}").exists() or "zombie" in _state(old_pid)
+        assert redis.Redis.from_url(url).get("queued-task") == b"kept"
+    finally:
+        stop_embedded_redis(tmp_path)
+        with contextlib.suppress(redis.RedisError):
+            old.shutdown(nosave=True)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
