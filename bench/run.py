@@ -8,6 +8,7 @@ The stack: embedded Redis, SQLite (WAL), two worker processes (threads pool,
 - bulk: SMSClub `send_bulk`, 100 numbers per request, in recipients/s;
 - latency at idle: `send_sms` returning -> the simulator receiving the request;
 - the rate limit: SMSClub at 9/s through two 1-thread worker processes;
+- priorities: 50 high codes during a campaign saturating 9/s (bench/priority.py);
 - peak RSS (VmHWM) of each worker process and its children.
 Throughputs are timed from the moment the workers start consuming a queue
 already filled (consumers cancelled while it fills) until the last task is done.
@@ -29,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 from sqlmodel import select
 
-from bench import NOOP_COUNTER, NOOP_TASK
+from bench import NOOP_COUNTER, NOOP_TASK, priority
 from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
-from producer.queues import SEND_QUEUE, broker_url
+from producer.queues import SEND_QUEUES, broker_url
 from worker.gateways.sandbox.base import ProviderSim, max_in_window
 from worker.ops.stack import Stack
 
@@ -79,12 +80,14 @@ class Paused:
     """Workers stop consuming the send queue while it fills; timing starts on resume."""
 
     def __enter__(self) -> Paused:
-        publisher().control.cancel_consumer(SEND_QUEUE, reply=True, timeout=5)
+        for queue in SEND_QUEUES.values():
+            publisher().control.cancel_consumer(queue, reply=True, timeout=5)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.started = time.monotonic()
-        publisher().control.add_consumer(SEND_QUEUE, reply=True, timeout=5)
+        for queue in SEND_QUEUES.values():  # re-added in priority order, after the rest
+            publisher().control.add_consumer(queue, reply=True, timeout=5)
 
 
 def bench_noop(r: redis.Redis) -> float:
@@ -150,6 +153,23 @@ def bench_rate(stack: Stack, sim: ProviderSim) -> tuple[int, float, float]:
     return max_in_window(times), per_second, len(times)
 
 
+def bench_priorities(stack: Stack, sims: dict[str, ProviderSim]) -> list[priority.PriorityRun]:
+    """Codes during a saturating campaign, SMSClub then Keccel at 9/s (bench/priority.py),
+    through the two worker processes back at -c 4."""
+    stack.env["SMSQ_KECCEL_RATE_LIMIT"] = str(priority.RATE)
+    stack.env["SMSQ_SMSCLUB_RATE_LIMIT"] = str(priority.RATE)
+    for name in stack.worker_names:
+        stack.kill(name, 15)
+        command = stack.commands[name]
+        command[command.index("-c") + 1] = "4"
+        stack.restart(name)
+    wait_until(lambda: len(publisher().control.ping(timeout=0.5)) >= stack.workers, 60, 0.2)
+    return [
+        priority.run("smsclub", sims["smsclub"], 20_000, "38099", "38067", wait_until),
+        priority.run("keccel", sims["keccel"], 2_000, "24385", "24381", wait_until),
+    ]
+
+
 def main() -> int:
     for key in list(os.environ):
         if key.startswith("SMSQ_"):
@@ -185,6 +205,7 @@ def main() -> int:
             rss = {name: stack.peak_rss_mb(name) for name in stack.worker_names}
             worst, per_second, requests = bench_rate(stack, sims["smsclub"])
             rss_rate = {name: stack.peak_rss_mb(name) for name in stack.worker_names}
+            by_priority = bench_priorities(stack, sims)
         finally:
             stack.stop()
     p50 = statistics.median(latency) * 1000
@@ -224,6 +245,8 @@ def main() -> int:
             "",
         ),
     ]
+    for result in by_priority:
+        rows.extend(priority.rows(result))
     print(f"\nsmsq benchmark: {os.cpu_count()} CPUs, load average {load:.2f} at start")
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>24}  {'ratio':>14}  target")

@@ -394,17 +394,17 @@ def _existing_ids(rows: list[Message], owner: str) -> dict[str | None, str]:
 
 def _queue(rows: list[Message], total: int) -> None:
     """One task per provider batch. On broker failure keep the rows for the sweep, or raise."""
-    batches: dict[tuple[str, str, str | None], list[str]] = {}
+    batches: dict[tuple[str, str, str, str | None], list[str]] = {}
     for row in rows:
-        batches.setdefault((row.provider, row.text, row.sender), []).append(row.id)
+        batches.setdefault((row.provider, row.priority, row.text, row.sender), []).append(row.id)
     failed: list[str] = []
     error: Exception | None = None
-    for (provider, _text, _sender), ids in batches.items():
+    for (provider, priority, _text, _sender), ids in batches.items():
         size = limits_for(provider).max_batch
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             try:
-                publish_send(chunk)
+                publish_send(chunk, priority=priority)
             except Exception as exc:  # kombu raises many types for a down broker
                 failed.extend(chunk)
                 error = exc

@@ -17,6 +17,7 @@ from celery.signals import (
     after_setup_task_logger,
     worker_init,
     worker_shutdown,
+    worker_shutting_down,
 )
 
 from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
@@ -55,6 +56,15 @@ def _startup_warnings(*args, **kwargs):  # type: ignore[no-untyped-def]
     from worker.ops.startup_checks import warn_once
 
     warn_once()
+
+
+@worker_shutting_down.connect
+def _stop_rate_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Sends waiting for a rate-limit slot hand their rows back now: warm shutdown
+    then waits only for requests actually in flight."""
+    from worker.resilience import ratelimit
+
+    ratelimit.stop_waiting()
 
 
 @worker_shutdown.connect

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
+from celery import Task
 
 from producer.enqueue import publish_notify, publish_poll, publish_send
 from producer.queues import (
@@ -13,24 +16,33 @@ from producer.queues import (
     POLL_TASK,
     SEND_TASK,
     TICK_TASK,
+    priority_of_queue,
 )
 from worker.celery_app import app
 
 log = logging.getLogger("smsq.tasks")
 
 
-def _requeue(ids: list[str], countdown: float, claim_token: str | None = None) -> None:
-    """Queue `ids` again; `claim_token` (not a secret: it names a claim) when the claim
-    gave up not knowing whether it committed, so the next task can take its rows up."""
-    publish_send(ids, min(max(countdown, 0.0), MAX_COUNTDOWN), claim_token)
+def _requeuer(priority: str) -> Callable[..., None]:
+    """`requeue(ids, countdown[, claim_token])` onto the send queue of `priority`."""
+
+    def requeue(ids: list[str], countdown: float, claim_token: str | None = None) -> None:
+        """Queue `ids` again; `claim_token` (not a secret: it names a claim) when the claim
+        gave up not knowing whether it committed, so the next task can take its rows up."""
+        delay = min(max(countdown, 0.0), MAX_COUNTDOWN)
+        publish_send(ids, delay, claim_token, priority=priority)
+
+    return requeue
 
 
-@app.task(name=SEND_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def send(ids: list[str], claim_token: str | None = None) -> dict[str, object]:
-    """Send messages by id (one provider batch). Redelivery is harmless: rows are claimed."""
+@app.task(name=SEND_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def send(self: Task, ids: list[str], claim_token: str | None = None) -> dict[str, object]:
+    """Send messages by id (one provider batch). Redelivery is harmless: rows are claimed.
+    A later try goes back to the queue this task came from: it keeps its priority."""
     from worker.sending.send import send_messages
 
-    outcome = send_messages(ids, _requeue, claim_token=claim_token)
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    outcome = send_messages(ids, _requeuer(priority_of_queue(queue)), claim_token=claim_token)
     return outcome.__dict__
 
 

@@ -40,6 +40,7 @@ from producer.limits import limits_for
 from producer.models import Message, utcnow
 from producer.settings import get_settings, provider_settings
 from producer.status import Status
+from producer.traffic import NORMAL, RANK
 from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
@@ -72,7 +73,10 @@ from worker.tracking.callback_urls import dlr_url_for
 log = logging.getLogger("smsq.sending")
 
 # Waits for a rate-limit slot up to this long happen in the task; longer ones re-queue.
-MAX_RATE_WAIT = 1.0
+# Long enough that a backlog waits at the limiter (where priorities are kept) rather
+# than churning through the broker: a hand-back costs store writes, and a countdown
+# task waits in a worker's memory, where it would sit in front of a one-time code.
+MAX_RATE_WAIT = 10.0
 
 # The claim is tried again for this long while the store is down; then the task is
 # queued again after CLAIM_REQUEUE_SECONDS (the rows stay `queued`, nothing is lost).
@@ -340,7 +344,8 @@ def _divert_durably(batch: _Batch, rows: list[Message], reason: str, wait: float
 
 def _take_rate_slot(batch: _Batch) -> bool:
     """A slot of the gateway's global rate, or the rows handed back for the wait."""
-    wait = _rate_wait(batch.provider)
+    rank = min(RANK.get(r.priority, RANK[NORMAL]) for r in batch.rows)
+    wait = _rate_wait(batch.provider, rank)
     if wait <= 0:
         return True
     if batch.trial:
@@ -455,13 +460,14 @@ def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
     return longest_wait + settings.tick_seconds < window / 2
 
 
-def _rate_wait(provider: str) -> float:
-    """Take a slot of the provider's global limit (0), or the wait still due after
-    MAX_RATE_WAIT. The slot stays taken until one window after the gateway's answer,
-    which the adapter's HTTP client stamps (see worker.resilience.ratelimit)."""
+def _rate_wait(provider: str, rank: int) -> float:
+    """Take a slot of the provider's global limit (0) as a request of `rank` (high
+    first), or the wait still due after MAX_RATE_WAIT. The slot stays taken until one
+    window after the gateway's answer, which the adapter's HTTP client stamps (see
+    worker.resilience.ratelimit)."""
     settings = provider_settings(provider)
     if not settings.rate_limit:
         return 0.0
     limiter = limiter_for(provider, settings.rate_limit, hold=settings.timeout_seconds + 1)
     limiter.stamp_responses_of(get_adapter(provider)._client)
-    return limiter.acquire(MAX_RATE_WAIT)
+    return limiter.acquire(MAX_RATE_WAIT, rank)

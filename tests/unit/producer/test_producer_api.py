@@ -24,12 +24,14 @@ DRC = "243851234567"
 @dataclass
 class Recorder:
     calls: list[list[str]] = field(default_factory=list)
+    priorities: list[str] = field(default_factory=list)
     error: Exception | None = None
 
-    def __call__(self, ids, countdown=None) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, ids, countdown=None, *, priority="normal") -> None:  # type: ignore[no-untyped-def]
         if self.error is not None:
             raise self.error
         self.calls.append(list(ids))
+        self.priorities.append(priority)
 
 
 @pytest.fixture
@@ -352,7 +354,7 @@ def test_get_status_bad_id(store: pytest.MonkeyPatch, bad: object) -> None:
 def _fail_second_publish(published: Recorder, store: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
 
-    def publish(ids, countdown=None) -> None:  # type: ignore[no-untyped-def]
+    def publish(ids, countdown=None, **_) -> None:  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise ConnectionError("down")

@@ -97,7 +97,7 @@ def dead_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list
     """Settings whose store URL points where nothing listens; publishes recorded."""
     isolate(monkeypatch, tmp_path, SMSQ_DATABASE_URL=DEAD_STORE, SMSQ_KECCEL_TOKEN="k")
     published: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, **_: published.append(list(ids)))
     yield published
     restore(monkeypatch)
 
@@ -202,7 +202,7 @@ def test_a_batch_broken_off_by_redis_before_its_request_goes_back_to_queued(
     gateway = CountingGateway()
     monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
 
-    def redis_down(provider: str) -> float:
+    def redis_down(provider: str, rank: int) -> float:
         raise redis.ConnectionError("Redis went away")
 
     monkeypatch.setattr(sending, "_rate_wait", redis_down)
@@ -226,7 +226,7 @@ def test_a_bug_before_the_request_is_not_given_back_to_loop_forever(
     """Only an outage gives rows back; any other error releases them as before."""
     monkeypatch.setattr(sending, "get_adapter", lambda name: CountingGateway())
 
-    def bug(provider: str) -> float:
+    def bug(provider: str, rank: int) -> float:
         raise KeyError("a bug")
 
     monkeypatch.setattr(sending, "_rate_wait", bug)
@@ -309,7 +309,7 @@ def test_the_producer_works_again_once_the_store_is_back(
     pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     published: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, **_: published.append(list(ids)))
     pg.down()
     with pytest.raises(StoreUnavailable):
         send_sms(DRC, "while down", provider="keccel", idempotency_key="retry-me")
