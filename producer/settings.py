@@ -306,6 +306,11 @@ def all_secrets() -> list[str]:
     broker_password = urlsplit(settings.broker_url or "").password
     if broker_password:
         secrets.append(broker_password)
+    from producer.embedded_redis import password_of
+
+    embedded = password_of(settings.data_dir)  # the embedded Redis: a URL nobody set
+    if embedded:
+        secrets.append(embedded)
     for extra in (
         settings.flower_basic_auth,
         settings.api_keys,
