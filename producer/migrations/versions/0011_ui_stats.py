@@ -50,14 +50,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_ui_actions_created_at", "ui_actions", ["created_at"], unique=False)
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index("ix_messages_to", ["to"], unique=False)
+        batch_op.create_index("ix_messages_to_created_at", ["to", "created_at"], unique=False)
         batch_op.create_index("ix_messages_idempotency_key", ["idempotency_key"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_idempotency_key")
-        batch_op.drop_index("ix_messages_to")
+        batch_op.drop_index("ix_messages_to_created_at")
     op.drop_index("ix_ui_actions_created_at", table_name="ui_actions")
     op.drop_table("ui_actions")
     op.drop_table("ui_rollup")
