@@ -84,15 +84,19 @@ def _state(s: Session) -> UiRollup:
     return state
 
 
+def _watermark(s: Session) -> int:
+    state = _state(s)
+    s.commit()
+    return int(state.last_event_id)
+
+
 def roll_batch(
     batch: int = BATCH, lag: timedelta = LAG, now: datetime | None = None
 ) -> tuple[int, int]:
     """One batch: (events rolled up, the watermark after it)."""
     cutoff = (now or utcnow()) - lag
     with db.session() as s:
-        state = _state(s)
-        s.commit()
-        mark = state.last_event_id
+        mark = _watermark(s)
         rows = s.exec(
             select(
                 MessageEvent.id,
