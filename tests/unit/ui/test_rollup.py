@@ -60,7 +60,8 @@ def deliver(mid: str, final: Status = Status.DELIVERED) -> None:
 
 def cells() -> dict[tuple[int, str, str], int]:
     with db.session() as s:
-        rows = s.exec(select(UiStat.width, UiStat.provider, UiStat.status, func.sum(UiStat.count)).group_by(UiStat.width, UiStat.provider, UiStat.status)).all()  # fmt: skip
+        keys = (UiStat.width, UiStat.provider, UiStat.status)
+        rows = s.exec(select(*keys, func.sum(UiStat.count)).group_by(*keys)).all()
     return {(w, p, st): int(n) for w, p, st, n in rows}
 
 
