@@ -222,7 +222,8 @@ def test_suppress_and_unsuppress_are_recorded_with_the_user(client: TestClient) 
     )
     assert missing.status_code == 404
     with db.session() as s:
-        acts = [(a.username, a.action, a.target) for a in s.exec(select(UiAction).order_by(UiAction.id))]  # type: ignore[arg-type]  # fmt: skip
+        rows = s.exec(select(UiAction).order_by(UiAction.id)).all()  # type: ignore[arg-type]
+        acts = [(a.username, a.action, a.target) for a in rows]
     assert acts == [(USER, "suppress", NUMBER), (USER, "unsuppress", NUMBER)]
     forged = client.post("/ui/suppressions", data={"number": NUMBER}, headers=basic())
     assert forged.status_code == 403 and not is_suppressed(NUMBER)
