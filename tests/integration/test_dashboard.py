@@ -6,7 +6,7 @@ Messages go through all four gateways with every outcome the simulators give;
 then Debian's Chromium (headless, driven by Playwright over CDP: Playwright
 downloads no browser here) opens each page: the charts are drawn, a search
 finds a message, a cancel works, and no page logs a console error. Screenshots
-go to the test's tmp dir, and to $SMSQ_UI_SCREENSHOTS when set (docs/ for the
+go to the test's tmp dir, and to $UI_SCREENSHOTS when set (docs/ for the
 README).
 
 The Flower test listens to the broker's task events as Flower does (Celery's
@@ -17,10 +17,10 @@ extends) while beat ticks: the sends show, the maintenance tasks do not.
 from __future__ import annotations
 
 import os
-from collections import Counter
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -168,7 +168,7 @@ class Watched:
 def shoot(page: Any, name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    target = os.environ.get("SMSQ_UI_SCREENSHOTS")
+    target = os.environ.get("UI_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(target) / path.name)
