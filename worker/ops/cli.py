@@ -293,6 +293,7 @@ def _dev(args: argparse.Namespace) -> int:
     from worker.ops.stack import Stack
 
     os.environ.setdefault("SMSQ_FLOWER_BASIC_AUTH", "admin:smsq-dev")
+    os.environ.setdefault("SMSQ_UI_BASIC_AUTH", "admin:smsq-dev")
     stack = Stack(data_dir=_data_dir(), flower=True)
     stack.start()
     assert stack.sandbox is not None
@@ -300,6 +301,7 @@ def _dev(args: argparse.Namespace) -> int:
     print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
     print(f"another shell here reaches this stack with no exports ({env_file})")
     print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
+    print(f"dashboard on {stack.web_url}/ui (user:password from SMSQ_UI_BASIC_AUTH)")
     print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop")
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
