@@ -312,7 +312,9 @@ def main() -> int:
     try:
         return run(args, data_dir, env)
     finally:
-        stop_embedded_redis(data_dir)
+        stop_embedded_redis(data_dir)  # before the directory goes: it finds Redis there
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def run(args: argparse.Namespace, data_dir: Path, env: dict[str, str]) -> int:
@@ -352,8 +354,6 @@ def run(args: argparse.Namespace, data_dir: Path, env: dict[str, str]) -> int:
     median = statistics.median(r[2] for r in results)
     print(f"\nmedian best {median:.1f} ms; limit {LIMIT_MS:.0f} ms per page: ", end="")
     print("all within" if not slow else f"{len(slow)} over (or not 200)")
-    if not args.keep:
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 1 if slow else 0
 
 
