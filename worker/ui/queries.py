@@ -40,7 +40,8 @@ WINDOWS: dict[str, tuple[int, int, int]] = {
     "week": (stats.COARSE, 168, 6),
 }
 WAITING = (Status.SCHEDULED.value, Status.QUEUED.value, Status.SENDING.value)
-STALE_CLAIM = timedelta(seconds=45)  # a claim this old without an answer: uncertain
+STALE_CLAIM = timedelta(seconds=45)
+PRIORITIES = ("high", "normal", "bulk")  # a claim this old without an answer: uncertain
 LIST_LIMIT = 50
 
 
@@ -185,7 +186,13 @@ def queue_depths() -> dict[str, Any]:
         answers = pipe.execute()
     except Exception as exc:  # the page shows the broker as unreachable, never a 500
         return {"queues": [], "unacked": None, "error": type(exc).__name__}
-    depths: dict[str, dict[str, Any]] = {q: {"queue": q, "depth": 0, "levels": {}} for q in names}
+    from producer import queues as queue_module
+
+    # Per-priority send queues, where the deployment has them (`SEND_QUEUES`).
+    priority_of = {q: p for p, q in getattr(queue_module, "SEND_QUEUES", {}).items()}
+    depths: dict[str, dict[str, Any]] = {
+        q: {"queue": q, "priority": priority_of.get(q), "depth": 0, "levels": {}} for q in names
+    }
     for (queue, level, _), n in zip(keys, answers[:-1], strict=True):
         depths[queue]["depth"] += int(n)
         if level and n:
@@ -196,8 +203,11 @@ def queue_depths() -> dict[str, Any]:
 def breakers() -> list[dict[str, Any]]:
     """Each configured gateway's breaker and rate-limit window, from Redis."""
     from worker import redis_client
+    from worker.resilience import ratelimit
     from worker.resilience.breaker import Breaker
     from worker.resilience.ratelimit import WINDOW_SECONDS
+
+    ranks = int(getattr(ratelimit, "RANKS", 0))  # priority waiters, where the limiter has them
 
     out = []
     try:
@@ -210,10 +220,13 @@ def breakers() -> list[dict[str, Any]]:
         snap = Breaker(provider).snapshot()
         rate = provider_settings(provider).rate_limit
         used = None
+        waiting: dict[str, int] = {}
         if rate:
+            key = f"smsq:rate:{provider}"
             try:
-                key = f"smsq:rate:{provider}"
                 used = int(client.zcount(key, now_us - int(WINDOW_SECONDS * 1_000_000), "+inf"))
+                for rank, name in enumerate(PRIORITIES[:ranks]):
+                    waiting[name] = int(client.zcount(f"{key}:waiting:{rank}", now_us, "+inf"))
             except Exception:
                 used = None
         limit = max(1, int(rate * WINDOW_SECONDS)) if rate else None
@@ -227,6 +240,7 @@ def breakers() -> list[dict[str, Any]]:
                 "used": used,
                 "limit": limit,
                 "use": (used / limit) if used is not None and limit else None,
+                "waiting": waiting,
                 "error": None,
             }
         )
