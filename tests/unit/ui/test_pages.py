@@ -38,7 +38,7 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[TestClient]:  
         SMSQ_RECIPIENT_LIMIT="off",
         SMSQ_KECCEL_LOW_BALANCE="100",
     )
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: None)
+    monkeypatch.setattr(producer_api, "publish_send", lambda *args, **kwargs: None)
     from worker.web import app
 
     with TestClient(app, base_url="http://dash.test") as c:
