@@ -448,7 +448,7 @@ def _queue(rows: list[Message], total: int) -> None:
 CANCELLABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
 
 
-def cancel(message_id: str, *, source: str = "producer") -> MessageStatus:
+def cancel(message_id: str, *, source: str = "producer", note: str = "cancelled") -> MessageStatus:
     """Cancel a message not yet sent (scheduled, or queued and not claimed): it becomes
     `failed` with the error "cancelled". A message already claimed or sent cannot be.
 
@@ -469,7 +469,7 @@ def cancel(message_id: str, *, source: str = "producer") -> MessageStatus:
             row,
             Status.FAILED,
             source=source,
-            note="cancelled",
+            note=note,
             only_from=CANCELLABLE,
             error="cancelled",
             next_attempt_at=None,

@@ -52,6 +52,7 @@ from worker.ops.logs import install as install_logging
 from worker.ops.startup_checks import warn_once
 from worker.tracking.callback_urls import token_is_valid
 from worker.tracking.dlr import apply_push
+from worker.ui.routes import router as ui_router
 
 log = logging.getLogger("smsq.web")
 
@@ -76,6 +77,7 @@ app = FastAPI(
 
 
 app.add_middleware(EdgeGuard)
+app.include_router(ui_router)  # the operator's dashboard at /ui (worker/ui), not in OpenAPI
 
 
 def _openapi() -> dict[str, Any]:
