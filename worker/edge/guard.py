@@ -100,9 +100,10 @@ def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
 
 
 def ui_refusal(status: int, error: str) -> JSONResponse:
-    """/ui without its credentials: 401 asking for them; dashboard off: FastAPI's own 404."""
+    """/ui without its credentials: 401 asking for them; dashboard off: the same 404 as
+    any path the API does not have."""
     if status == 404:
-        return JSONResponse({"detail": error}, status_code=404)
+        return JSONResponse({"error": error}, status_code=404)
     return JSONResponse(
         {"error": error}, status_code=status, headers={"WWW-Authenticate": ui_auth.REALM}
     )
