@@ -31,6 +31,13 @@ class SmsqScheduler(RedBeatScheduler):  # type: ignore[misc]
     _standby = False
     _setup_pending = False
 
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        # Beat only ever queues maintenance (tick, balance checks, the dashboard's
+        # roll-up), whose workers send no task events: without `task-sent` too, Flower
+        # lists none of them (celery reads this setting at each publish).
+        app.conf.task_send_sent_event = False
+        super().__init__(app, *args, **kwargs)
+
     def setup_schedule(self) -> None:
         """Write the schedule to Redis; if Redis is down at start, the first tick that
         reaches it does (waiting here, inside the constructor, would make SIGTERM build
