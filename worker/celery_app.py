@@ -34,6 +34,7 @@ from producer.queues import (
 )
 from producer.settings import get_settings
 from worker import redis_client
+from worker.ops import kombu_fix
 
 
 def redbeat_settings() -> tuple[str, dict[str, Any]]:
@@ -65,6 +66,8 @@ def redbeat_settings() -> tuple[str, dict[str, Any]]:
 
 
 _redbeat_url, _redbeat_options = redbeat_settings()
+
+kombu_fix.install()  # a Redis lost mid-task must not end the worker (see the module)
 
 app = Celery("smsq", include=["worker.tasks"])
 app.conf.update(celery_config())
