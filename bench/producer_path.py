@@ -134,7 +134,12 @@ def rows(result: ProducerRun) -> list[tuple[str, str, str, str]]:
     return [
         (f"send_sms, one thread, p50 ({N_CALLS})", f"{result.send_p50_ms:8.2f} ms", "", "<= 2 ms"),
         (f"send_sms, one thread, p99 ({N_CALLS})", f"{result.send_p99_ms:8.2f} ms", "", "<= 10 ms"),
-        (f"send_bulk of {N_BULK:,} numbers (best of 3)", f"{result.bulk_seconds:8.2f} s", "", "<= 2 s"),
+        (
+            f"send_bulk of {N_BULK:,} numbers (best of 3)",
+            f"{result.bulk_seconds:8.2f} s",
+            "",
+            "<= 2 s",
+        ),
         (
             f"POST /v1/messages, {CLIENTS} clients ({N_HTTP})",
             f"{result.http_per_second:8.0f} req/s",
@@ -142,5 +147,3 @@ def rows(result: ProducerRun) -> list[tuple[str, str, str, str]]:
             "",
         ),
     ]
-
-
