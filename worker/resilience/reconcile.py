@@ -31,7 +31,7 @@ from producer.status import Status
 from worker.gateways.base import LookupResult, ProviderError, RetryableProviderError
 from worker.gateways.registry import get_adapter
 from worker.sending import copy_window
-from worker.store.transitions import load_rows, move, record_event
+from worker.store.transitions import fence, load_rows, move, record_event
 from worker.tracking.dlr import adopt_early_reports
 from worker.tracking.polling import first_poll_at
 
@@ -94,10 +94,12 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
             answers[row.id] = lookup(row)
     done = Settled()
     now = utcnow()
+    tokens = {r.id: r.claim_token for r in rows}
     with db.session() as s:
+        fence(s, rows)  # the claims judged lost, not one taken since (`transitions.fence`)
         for row in load_rows(s, [r.id for r in rows]):
-            if row.status != Status.SENDING.value:
-                continue  # settled meanwhile (a late answer, another beat)
+            if row.status != Status.SENDING.value or row.claim_token != tokens[row.id]:
+                continue  # settled meanwhile (a late answer, another beat), or claimed again
             answer = answers.get(row.id)
             if answer is not None:
                 record_event(
