@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -73,8 +74,13 @@ def running_url(data_dir: Path | str) -> str | None:
     return _url(port) if _alive(port) else None
 
 
-def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
-    """Start (or find) the embedded Redis for `data_dir`; return its URL."""
+def ensure_embedded_redis(
+    data_dir: Path | str, port: int | None = None, listen: Sequence[str] = ()
+) -> str:
+    """Start (or find) the embedded Redis for `data_dir`; return its URL (on loopback).
+
+    `listen`: addresses to accept connections on besides loopback (the fault suite's
+    hosts in network namespaces reach it over their veth pairs)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = running_url(data_dir)
@@ -85,10 +91,10 @@ def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
         url = running_url(data_dir)
         if url:
             return url
-        return _start(data_dir, port or free_port())
+        return _start(data_dir, port or free_port(), listen)
 
 
-def _start(data_dir: Path, port: int) -> str:
+def _start(data_dir: Path, port: int, listen: Sequence[str] = ()) -> str:
     binary = redis_binary()
     args = [
         binary,
@@ -96,6 +102,7 @@ def _start(data_dir: Path, port: int) -> str:
         str(port),
         "--bind",
         "127.0.0.1",
+        *listen,
         "--dir",
         str(data_dir),
         "--daemonize",
