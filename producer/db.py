@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
@@ -45,6 +45,27 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+# libpq settings for a network that fails silently (a partition, a lost host): a
+# connection not made, or a request not acknowledged, within these limits fails, so
+# the store is tried again (worker/store/retry.py) and a multi-host URL's next host
+# is tried, instead of waiting out TCP's own limits (about two minutes to connect,
+# fifteen for a request). Any of them given in SMSQ_DATABASE_URL wins.
+PG_NETWORK_LIMITS = {
+    "connect_timeout": 10,  # seconds, per host
+    "tcp_user_timeout": 30000,  # ms for sent data to be acknowledged (libpq >= 12)
+    "keepalives": 1,
+    "keepalives_idle": 30,  # an answer awaited this long: probe the connection
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def postgres_connect_args(url: str) -> dict[str, object]:
+    """PG_NETWORK_LIMITS, less those the URL sets itself."""
+    given = make_url(url).query
+    return {key: value for key, value in PG_NETWORK_LIMITS.items() if key not in given}
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -52,7 +73,13 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args=postgres_connect_args(url),
+    )
 
 
 def get_engine() -> Engine:
