@@ -157,16 +157,25 @@ def update_held(s: Session, claimed: Iterable[Message], **values: Any) -> set[st
     return done
 
 
-def stale_write(s: Session, row: Message, new: Status | None, source: str, raw: Any = None) -> None:
+def stale_write(
+    s: Session,
+    row: Message,
+    new: Status | None,
+    source: str,
+    raw: Any = None,
+    status: str | None = None,
+) -> None:
     """A fenced write to a row no longer under the writer's claim: nothing changes; it is
-    logged, and kept as an event that was not applied."""
-    now = "sending under another claim" if row.status == Status.SENDING.value else row.status
+    logged, and kept as an event that was not applied. `status`: the row's status now,
+    when `row` (the writer's copy) does not show it."""
+    status = status or row.status
+    now = "sending under another claim" if status == Status.SENDING.value else status
     log.warning(
         "message %s: stale write%s not applied: the row is %s",
         row.id,
         f" (-> {new.value})" if new else "",
         now,
-        extra={"message_id": row.id, "provider": row.provider, "status": row.status},
+        extra={"message_id": row.id, "provider": row.provider, "status": status},
     )
     record_event(
         s,
@@ -175,12 +184,18 @@ def stale_write(s: Session, row: Message, new: Status | None, source: str, raw: 
         kind="status",
         provider=row.provider,
         provider_message_id=row.provider_message_id,
-        old=row.status,
+        old=status,
         new=new,
         applied=False,
         note=f"not applied: this worker's claim was settled meanwhile (the row is {now})",
         raw=raw,
     )
+
+
+def _status_now(s: Session, message_id: str) -> str:
+    """The stored status of a row, read without touching its copies in the session."""
+    found = s.connection().execute(select(Message.status).where(Message.id == message_id))
+    return found.scalar() or "gone"
 
 
 def move(
@@ -231,12 +246,14 @@ def move(
     if is_fenced:
         statement = statement.where(Message.claim_token == token)  # type: ignore[arg-type]
     result = s.connection().execute(statement.values(**values))
+    if result.rowcount != 1 and is_fenced:
+        # No longer this claim's. The writer's copy is left as it is (not refreshed):
+        # it may be the one the worker holds, whose token a retried write fences with.
+        stale_write(s, row, new, source, raw, _status_now(s, row.id))
+        return False
     if result.rowcount != 1:  # type: ignore[attr-defined]
         # Someone else moved it first: re-read and try once more from there.
         s.refresh(row)
-        if is_fenced and (row.status != Status.SENDING.value or row.claim_token != token):
-            stale_write(s, row, new, source, raw)
-            return False
         if Status(row.status) != old:
             return move(
                 s, row, new, source=source, raw=raw, note=note, only_from=only_from, **fields
@@ -364,7 +381,8 @@ def _move_group(
         done = [m for m in group if m.row.id in ours]
         for m in group:
             if m.row.id not in ours:
-                s.refresh(m.row)
+                if not is_fenced:  # a fenced row is refused by `move` as it is
+                    s.refresh(m.row)
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
     by_provider: dict[tuple[str, str], int] = {}
     for m in done:

@@ -264,3 +264,26 @@ def test_a_fenced_row_moved_by_its_writer_takes_later_reports_in_the_same_write(
         s.commit()
     assert [r["status"] for r in snapshot(ids)] == ["delivered"]
     assert not_applied(ids) == 0
+
+
+def test_the_writers_own_copies_keep_their_claim_so_a_retried_write_is_fenced_too(
+    store: str,
+) -> None:
+    """A writer may use the rows as its claim returned them (no read again): a refused
+    write leaves them as they are, so the same write tried again (the store failed
+    at its commit) fences with the same token, not with the new claim's."""
+    ids = add_rows(3)
+    stale = claimed(ids, STALE)
+    settle(ids, "reclaimed")
+    before = snapshot(ids)
+    for _ in range(2):  # the write, and the same write tried again
+        with db.session() as s:
+            fence(s, stale)
+            s.add_all(stale)  # the worker's own copies, not read again
+            assert not move(s, stale[0], Status.FAILED, source="worker", error="x")
+            moves = [Move(r, {"provider_message_id": f"gw-{r.id}"}) for r in stale[1:]]
+            assert move_many(s, Status.SENT, moves, source="worker") == 0
+            s.commit()
+        assert [(r.status, r.claim_token) for r in stale] == [("sending", STALE)] * 3
+    assert snapshot(ids) == before
+    assert not_applied(ids) == 6
