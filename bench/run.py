@@ -34,7 +34,7 @@ from bench import NOOP_COUNTER, NOOP_TASK, priority
 from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
-from producer.queues import SEND_QUEUES, broker_url
+from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
 from worker.gateways.sandbox.base import ProviderSim, max_in_window
 from worker.ops.stack import Stack
 
@@ -77,17 +77,20 @@ def sent_count(ids: list[str]) -> int:
 
 
 class Paused:
-    """Workers stop consuming the send queue while it fills; timing starts on resume."""
+    """Workers stop consuming `queue` while it fills; timing starts on resume. Each
+    control call returns once every worker has answered (`limit`), not after its
+    whole timeout, which would be timed too."""
+
+    def __init__(self, queue: str = SEND_QUEUE, workers: int = 2) -> None:
+        self.queue, self.workers = queue, workers
 
     def __enter__(self) -> Paused:
-        for queue in SEND_QUEUES.values():
-            publisher().control.cancel_consumer(queue, reply=True, timeout=5)
+        publisher().control.cancel_consumer(self.queue, reply=True, timeout=5, limit=self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.started = time.monotonic()
-        for queue in SEND_QUEUES.values():  # re-added in priority order, after the rest
-            publisher().control.add_consumer(queue, reply=True, timeout=5)
+        publisher().control.add_consumer(self.queue, reply=True, timeout=5, limit=self.workers)
 
 
 def bench_noop(r: redis.Redis) -> float:
@@ -112,7 +115,7 @@ def bench_single() -> float:
 
 def bench_bulk() -> float:
     ids: list[str] = []
-    with Paused() as paused:
+    with Paused(SEND_BULK_QUEUE) as paused:  # send_bulk's priority, bulk, has its own queue
         for r in range(N_BULK_REQUESTS):
             numbers = [f"38067{r:03d}{i:03d}{1 + i % 7}" for i in range(100)]
             ids += send_bulk(numbers, f"bulk {r} {uuid.uuid4().hex[:6]}", provider="smsclub")

@@ -50,6 +50,10 @@ from producer.validation import (
 
 log = logging.getLogger("smsq.producer")
 MAX_BULK = 100_000
+# A bulk send stores `<key>:<index>` for each number, within MAX_IDEMPOTENCY_KEY: the
+# key itself leaves room for the longest index, so its limit does not depend on how
+# many numbers a call has (and the HTTP API's document can state it).
+MAX_BULK_IDEMPOTENCY_KEY = MAX_IDEMPOTENCY_KEY - len(f":{MAX_BULK - 1}")
 
 
 @dataclass(frozen=True)
@@ -265,11 +269,11 @@ def send_bulk(
     numbers = [check_destination(n, f"to[{i}]") for i, n in enumerate(numbers_in)]
     name = check_provider(provider) if provider is not None else None
     key = check_idempotency_key(idempotency_key)
-    if key and len(f"{key}:{len(numbers) - 1}") > MAX_IDEMPOTENCY_KEY:  # the stored keys
+    if key and len(key) > MAX_BULK_IDEMPOTENCY_KEY:
         raise InvalidMessage(
             "idempotency_key",
-            f"is too long for {len(numbers)} numbers: with ':<index>' it must fit "
-            f"{MAX_IDEMPOTENCY_KEY} characters",
+            f"is longer than {MAX_BULK_IDEMPOTENCY_KEY} characters, the limit of a bulk send "
+            f"(each number stores '<key>:<index>' within {MAX_IDEMPOTENCY_KEY})",
         )
     when = check_send_at(send_at)
     url = check_callback_url(callback_url)
@@ -444,7 +448,7 @@ def _queue(rows: list[Message], total: int) -> None:
 CANCELLABLE = frozenset({Status.SCHEDULED, Status.QUEUED})
 
 
-def cancel(message_id: str, *, source: str = "producer") -> MessageStatus:
+def cancel(message_id: str, *, source: str = "producer", note: str = "cancelled") -> MessageStatus:
     """Cancel a message not yet sent (scheduled, or queued and not claimed): it becomes
     `failed` with the error "cancelled". A message already claimed or sent cannot be.
 
@@ -465,7 +469,7 @@ def cancel(message_id: str, *, source: str = "producer") -> MessageStatus:
             row,
             Status.FAILED,
             source=source,
-            note="cancelled",
+            note=note,
             only_from=CANCELLABLE,
             error="cancelled",
             next_attempt_at=None,

@@ -21,6 +21,16 @@ _SENDER_NUMERIC = re.compile(r"^\+?[0-9]{3,15}$")
 MAX_IDEMPOTENCY_KEY = 200
 MAX_URL = 2000
 
+# Every character `str.strip()` removes (str.isspace), spelled as a regular-expression
+# class body with explicit escapes only, so Python's `re`, ECMA-262 (JSON Schema) and
+# Rust's regex read it alike: the OpenAPI document's patterns say "blank" exactly as
+# the checks below mean it.
+WHITESPACE_CLASS = (
+    r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# A string holding at least one character that is not blank, and no NUL.
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^{WHITESPACE_CLASS}\x00][^\x00]*$"
+
 
 def _encodable(value: str, field: str) -> str:
     """`value`, or InvalidMessage when it holds an unpaired surrogate or a NUL character:

@@ -20,7 +20,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from producer.queues import BALANCE_TASK, TICK_TASK, broker_url, celery_config
+from producer.queues import BALANCE_TASK, ROLLUP_TASK, TICK_TASK, broker_url, celery_config
 from producer.settings import get_settings
 
 app = Celery("smsq", include=["worker.tasks"])
@@ -35,6 +35,10 @@ app.conf.update(
     redbeat_lock_timeout=30,  # > beat_max_loop_interval: a dead beat's lock frees in 30 s
     beat_schedule={
         "smsq-tick": {"task": TICK_TASK, "schedule": timedelta(seconds=_settings.tick_seconds)},
+        "smsq-ui-rollup": {
+            "task": ROLLUP_TASK,
+            "schedule": timedelta(seconds=_settings.ui_rollup_seconds),
+        },
         "smsq-balance": {
             "task": BALANCE_TASK,
             "schedule": timedelta(seconds=_settings.balance_check_seconds),
@@ -70,6 +74,8 @@ def _stop_rate_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
 @worker_shutdown.connect
 def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
     """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
+    from worker.ops import metrics
     from worker.resilience import liveness
 
     liveness.stop_heartbeat()
+    metrics.flush()

@@ -14,6 +14,7 @@ from producer.queues import (
     MAX_COUNTDOWN,
     NOTIFY_TASK,
     POLL_TASK,
+    ROLLUP_TASK,
     SEND_TASK,
     TICK_TASK,
     priority_of_queue,
@@ -62,7 +63,10 @@ def notify_app(ids: list[int]) -> dict[str, int]:
     return deliver(ids)
 
 
-@app.task(name=TICK_TASK, ignore_result=True, expires=30)
+# Maintenance that beat queues on a timer sends no task events (`send_events=False`,
+# and beat publishes without `task-sent`: worker.beat), so Flower's task list shows
+# the sends, polls and callbacks, not one `smsq.tick` every SMSQ_TICK_SECONDS.
+@app.task(name=TICK_TASK, ignore_result=True, expires=30, send_events=False)
 def tick() -> dict[str, int]:
     """Queue due scheduled sends, retries, swept rows and polls."""
     from worker.resilience.sweeps import tick as run_tick
@@ -70,7 +74,7 @@ def tick() -> dict[str, int]:
     return run_tick(publish_send, publish_poll, publish_notify).__dict__
 
 
-@app.task(name=BALANCE_TASK, ignore_result=True, expires=300)
+@app.task(name=BALANCE_TASK, ignore_result=True, expires=300, send_events=False)
 def check_balances() -> dict[str, object]:
     """Fetch every configured provider's balance, store it, raise alerts on crossings."""
     from worker.balance.checks import check_all
@@ -84,3 +88,11 @@ def deliver_alerts() -> dict[str, int]:
     from worker.balance.alerts import retry_task
 
     return retry_task()
+
+
+@app.task(name=ROLLUP_TASK, ignore_result=True, expires=30, send_events=False)
+def ui_rollup() -> dict[str, int]:
+    """Add the events since the watermark to the dashboard's summary table."""
+    from worker.ui.rollup import run
+
+    return run().__dict__

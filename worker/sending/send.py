@@ -23,6 +23,7 @@ batch still breaks off before its request, its rows go back to `queued`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,7 +33,6 @@ from functools import partial
 
 import redis
 from sqlalchemy import update
-from sqlmodel import select
 
 from producer import db
 from producer.api import gateway_schedules
@@ -51,7 +51,7 @@ from worker.gateways.base import (
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
 from worker.resilience import backoff, liveness
-from worker.resilience.breaker import Breaker
+from worker.resilience.breaker import Breaker, Decision
 from worker.resilience.ratelimit import limiter_for
 from worker.sending import copy_window, guard
 from worker.sending.decisions import expired_ids
@@ -172,15 +172,13 @@ def _transient(exc: BaseException) -> bool:
 
 def _claim(ids: list[str], token: str, retake: bool) -> list[Message]:
     """`queued -> sending` under `token` for those of `ids` no other claim has; the
-    claimed rows. They are read after the commit, so SQLite's write lock is held for
-    the UPDATE alone; if the store fails between the two, the retry (`retake`) finds
-    the rows this claim already holds by its token."""
+    claimed rows, as the claim's UPDATE returned them (no second read). If the store
+    fails before the commit's answer arrives, the retry (`retake`) finds the rows this
+    claim already holds by its token."""
     with db.session() as s:
         claimed = claim_many(s, ids, utcnow(), token, retake=retake)
         s.commit()
-        if not claimed:
-            return []
-        return list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+        return claimed
 
 
 def _unclaim(rows: list[Message]) -> None:
@@ -260,6 +258,7 @@ class _Batch:
     adapter: ProviderAdapter
     breaker: Breaker
     trial: bool = False
+    allowed: Decision | None = None  # the breaker's decision this request goes under
 
 
 def _send_batch(
@@ -306,7 +305,7 @@ def _gate(batch: _Batch) -> bool:
         _divert_durably(batch, batch.rows, f"{provider} account blocked: {block}", None)
         return False
     decision = batch.breaker.allow()
-    batch.trial = decision.trial
+    batch.trial, batch.allowed = decision.trial, decision
     if not decision.allowed:
         # A row whose answer was lost goes now: the gateway refuses a copy only for a
         # while (`_past_duplicate_window`), so after the cool-down a resend could be
@@ -394,7 +393,7 @@ def _on_retryable(batch: _Batch, exc: RetryableProviderError, requested_at: date
 
 def _on_permanent(batch: _Batch, exc: PermanentProviderError) -> None:
     metrics.SEND_ERRORS.labels(batch.provider, "permanent").inc()
-    closed = batch.breaker.record_success()  # the gateway answered: it is up
+    closed = batch.breaker.record_success(batch.allowed)  # the gateway answered: it is up
     store_retry.durably("storing a failure", partial(_fail, batch.rows, str(exc), raw=exc.raw))
     batch.outcome.failed += len(batch.rows)
     if closed:
@@ -415,12 +414,13 @@ def _on_surprise(batch: _Batch, exc: Exception) -> None:
 def _on_answer(batch: _Batch, results: list[SendResult]) -> None:
     provider, rows = batch.provider, batch.rows
     metrics.SEND_REQUESTS.labels(provider).inc()
-    closed = batch.breaker.record_success()
-    _durably(
-        "storing the gateway's answer",
-        lambda c: _store_results(provider, rows, results, c),
-        batch.outcome,
-    )
+    closed = batch.breaker.record_success(batch.allowed)
+    tries = itertools.count()
+
+    def store(counts: SendOutcome) -> None:  # the claimed rows as they are, on a first try
+        _store_results(provider, rows, results, counts, fresh=next(tries) == 0)
+
+    _durably("storing the gateway's answer", store, batch.outcome)
     if closed:
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
 

@@ -415,6 +415,7 @@ def test_a_cancel_takes_the_one_road_event_metric_and_app_callback(
     mid = send_sms(DRC, "cancel me", provider="keccel", callback_url="https://app.example/cb")
     st = producer_api.cancel(mid)
     assert (st.status, st.error) == ("failed", "cancelled")
+    metrics.flush()
     counted = {k.decode(): int(v) for k, v in fake.hgetall(metrics.HASH).items()}
     assert counted.get("smsq_messages|keccel|failed") == 1
     with db.session() as s:
@@ -428,6 +429,7 @@ def test_a_cancel_takes_the_one_road_event_metric_and_app_callback(
     assert (event.old_status, event.note, event.source) == ("queued", "cancelled", "producer")
     with pytest.raises(InvalidMessage, match="only scheduled or queued"):
         producer_api.cancel(mid)  # final now: nothing changes, nothing is counted again
+    metrics.flush()
     assert int(fake.hget(metrics.HASH, "smsq_messages|keccel|failed") or 0) == 1
 
 

@@ -76,6 +76,7 @@ def test_a_message_to_a_suppressed_number_is_rejected_by_the_one_road(  # type: 
         (None, "queued"),
         ("queued", "rejected"),
     ]
+    metrics.flush()
     assert int(counted.hget(metrics.HASH, "smsq_messages|keccel|rejected") or 0) == 1
 
 

@@ -133,6 +133,9 @@ WRITERS: dict[str, Callable[[list[Message], Requeued], object]] = {
     "answer: accepted": lambda rows, q: record._store_results(
         "smsclub", rows, _results(rows), SendOutcome()
     ),
+    "answer: accepted, the claimed rows as they are": lambda rows, q: record._store_results(
+        "smsclub", rows, _results(rows), SendOutcome(), fresh=True
+    ),
     "answer: refused": lambda rows, q: record._store_results(
         "smsclub", rows, _refused(rows), SendOutcome()
     ),
