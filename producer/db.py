@@ -60,6 +60,21 @@ PG_NETWORK_LIMITS = {
 }
 
 
+# A transaction left open by a client that vanished mid-way (a partitioned host: its
+# UPDATE ran, the answer and the COMMIT never crossed) keeps its row locks until the
+# server drops the session, and blocks whoever touches those rows (beat settling the
+# host's claims). smsq never waits on anything but the store inside a transaction, so
+# one idle this long is one whose client is gone: the server ends it, its locks go.
+PG_IDLE_IN_TRANSACTION = "30s"
+
+
+def _postgres_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET idle_in_transaction_session_timeout = '{PG_IDLE_IN_TRANSACTION}'")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def postgres_connect_args(url: str) -> dict[str, object]:
     """PG_NETWORK_LIMITS, less those the URL sets itself."""
     given = make_url(url).query
@@ -73,13 +88,16 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
         connect_args=postgres_connect_args(url),
     )
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_session)
+    return engine
 
 
 def get_engine() -> Engine:

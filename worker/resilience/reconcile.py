@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel import Session, select
+
 from producer import db
 from producer.api import gateway_schedules
 from producer.models import Message, utcnow
@@ -97,7 +99,7 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
     tokens = {r.id: r.claim_token for r in rows}
     with db.session() as s:
         fence(s, rows)  # the claims judged lost, not one taken since (`transitions.fence`)
-        for row in load_rows(s, [r.id for r in rows]):
+        for row in _lock_rows(s, [r.id for r in rows]):
             if row.status != Status.SENDING.value or row.claim_token != tokens[row.id]:
                 continue  # settled meanwhile (a late answer, another beat), or claimed again
             answer = answers.get(row.id)
@@ -118,6 +120,18 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
     if done.total or done.later:
         log.info("uncertain sends settled (%s): %s", policy, done)
     return done
+
+
+def _lock_rows(s: Session, ids: list[str]) -> list[Message]:
+    """The rows of `ids`, locked for this transaction on PostgreSQL; rows another
+    transaction holds are skipped, for a later tick: a writer cut off mid-way (a
+    partitioned host) may hold them in a transaction left open, and the tick's
+    thread must not wait behind it."""
+    return list(
+        s.exec(
+            select(Message).where(Message.id.in_(ids)).with_for_update(skip_locked=True)  # type: ignore[union-attr]
+        )
+    )
 
 
 @dataclass(frozen=True)
