@@ -152,6 +152,7 @@ def _free_subnet() -> str:
     used = _used_addresses()
     candidates = list(range(1, 255))
     random.shuffle(candidates)
+    candidates.insert(0, os.getpid() % 254 + 1)  # two runs at once: most likely apart
     for n in candidates:
         prefix = f"{RANGE}.{n}"
         if f"{prefix}." not in used and f"{prefix}.0/" not in used:
