@@ -20,6 +20,7 @@ TICK_TASK = "smsq.tick"
 BALANCE_TASK = "smsq.check_balances"
 NOTIFY_TASK = "smsq.notify_app"
 ALERT_TASK = "smsq.deliver_alerts"
+RETENTION_TASK = "smsq.retention"
 
 SEND_QUEUE = "send"
 POLL_QUEUE = "poll"
@@ -34,6 +35,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     TICK_TASK: {"queue": MAINTENANCE_QUEUE},
     BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
     ALERT_TASK: {"queue": MAINTENANCE_QUEUE},
+    RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 
 VISIBILITY_TIMEOUT = 3600  # seconds; every countdown and time limit stays well below it

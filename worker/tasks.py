@@ -11,6 +11,7 @@ from producer.queues import (
     MAX_COUNTDOWN,
     NOTIFY_TASK,
     POLL_TASK,
+    RETENTION_TASK,
     SEND_TASK,
     TICK_TASK,
 )
@@ -72,3 +73,11 @@ def deliver_alerts() -> dict[str, int]:
     from worker.balance.alerts import retry_task
 
     return retry_task()
+
+
+@app.task(name=RETENTION_TASK, ignore_result=True, expires=60)
+def retention() -> dict[str, object]:
+    """Mask the numbers and remove the texts of final messages past SMSQ_RETENTION_DAYS."""
+    from worker.store.retention import run
+
+    return run().__dict__
