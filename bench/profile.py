@@ -3,11 +3,14 @@
 The stack of bench/run.py (embedded Redis, SQLite, two worker processes `-c 4`,
 beat, the simulators in this process). For each run (single Keccel sends; SMSClub
 bulk, 100 numbers a request) the queue is filled while the workers are paused,
-then py-spy records every worker process (`py-spy record --format raw`, RATE
-samples a second, active threads only unless --idle) from the moment they resume
-until the last message is `sent`. Printed per run: the samples by package of the
-innermost frame, and the top functions by own samples (the frame running) and by
-total samples (the frame anywhere on the stack).
+then py-spy records every worker process (`py-spy record --format raw
+--nonblocking`, RATE samples a second) from the moment they resume until the last
+message is `sent`, in two views at once: threads not idle (running, or runnable and
+waiting for a CPU: a round trip to Redis or the store shows here) and threads
+holding the GIL (the CPU spent in Python). Printed per run and view: the samples by
+package of the innermost frame, and the top functions by own samples (the frame
+running) and by total samples (the frame anywhere on the stack); and the workers'
+CPU time per message (psutil).
 
     .venv/bin/python bench/profile.py [--single N] [--bulk REQUESTS] [--rate HZ] [--idle]
 
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -39,18 +41,30 @@ from producer import send_bulk, send_sms
 from worker.ops.stack import Stack
 
 RATE = 200
-TOP = 15
-FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
+TOP = 12
+PACKAGES = 8
 # Frames every thread has at its bottom: they say nothing of where the time goes.
 PLUMBING = ("threading.py", "concurrent/futures/thread.py", "<frozen runpy>", "runpy.py")
+# ...and in the totals, the frames of Celery's own machinery around every task (the
+# same share as `send (worker/tasks.py)`) and of the worker's start.
+WRAPPERS = ("(celery/", "(click/", "(billiard/")
+
+
+# The two views recorded at once (two py-spy processes per worker, neither pausing it):
+# threads not idle (running, or runnable and waiting for a CPU: round trips show here),
+# and threads holding the GIL (the CPU spent in Python code; a C call that releases
+# the GIL, such as sqlite3 running a statement, leaves it).
+VIEWS = {"not idle": [], "holding the GIL": ["--gil"]}
 
 
 @dataclass
 class Profile:
     name: str
+    view: str
     messages: int
     seconds: float
     stacks: Counter[tuple[str, ...]]
+    cpu_seconds: float  # user + system of the worker processes over the run (psutil)
 
     @property
     def samples(self) -> int:
@@ -69,30 +83,46 @@ def record(
     out_dir: Path,
     name: str,
     rate: int,
-    idle: bool,
+    views: dict[str, list[str]],
     run: Callable[[], tuple[int, float]],
-) -> Profile:
-    """Record every worker process while `run` works; `run` returns the message count
-    and the seconds from the workers' resuming to the last `sent`."""
+) -> list[Profile]:
+    """Record every worker process in every view while `run` works; `run` returns the
+    message count and the seconds from the workers' resuming to the last `sent`."""
     recorders = []
-    for worker in stack.worker_names:
-        output = out_dir / f"{name}-{worker}.txt"
-        command = [py_spy(), "record", "--pid", str(stack.processes[worker].pid)]
-        command += ["--rate", str(rate), "--format", "raw", "--nolineno", "--nonblocking"]
-        command += ["--output", str(output)] + (["--idle"] if idle else [])
-        recorders.append(
-            (output, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        )
+    for view, options in views.items():
+        for worker in stack.worker_names:
+            output = out_dir / f"{name}-{worker}-{len(recorders)}.txt"
+            command = [py_spy(), "record", "--pid", str(stack.processes[worker].pid)]
+            command += ["--rate", str(rate), "--format", "raw", "--nolineno", "--nonblocking"]
+            command += ["--output", str(output), *options]
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            recorders.append((view, output, proc))
     time.sleep(1.0)  # py-spy attached before the queue is released
+    cpu = worker_cpu(stack)
     messages, seconds = run()
-    stacks: Counter[tuple[str, ...]] = Counter()
-    for output, proc in recorders:
+    cpu = worker_cpu(stack) - cpu
+    stacks: dict[str, Counter[tuple[str, ...]]] = {view: Counter() for view in views}
+    for view, output, proc in recorders:
         proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         _out, err = proc.communicate(timeout=60)
         if not output.exists():
             raise SystemExit(f"smsq: error: py-spy wrote nothing: {err.decode(errors='replace')}")
-        stacks.update(parse_raw(output.read_text()))
-    return Profile(name, messages, seconds, stacks)
+        stacks[view].update(parse_raw(output.read_text()))
+    return [Profile(name, view, messages, seconds, stacks[view], cpu) for view in views]
+
+
+def worker_cpu(stack: Stack) -> float:
+    import psutil
+
+    total = 0.0
+    for name in stack.worker_names:
+        for pid in stack.pids(name):
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def parse_raw(text: str) -> Counter[tuple[str, ...]]:
@@ -108,10 +138,12 @@ def parse_raw(text: str) -> Counter[tuple[str, ...]]:
 
 
 def package(frame: str) -> str:
-    """`execute (sqlalchemy/engine/base.py)` -> `sqlalchemy`; smsq's own by subpackage."""
-    match = FRAME.match(frame)
-    path = match.group("file") if match else frame
-    parts = path.replace("\\", "/").split("/")
+    """`execute (sqlalchemy/engine/base.py)` -> `sqlalchemy`; smsq's own by subpackage;
+    code without a file (`<sqlalchemy generated ...>`) by its first word."""
+    path = frame.rsplit(" (", 1)[-1].removesuffix(")")
+    if path.startswith("<"):
+        return path.split()[0] + ">"
+    parts = path.split("/")
     if parts[0] in ("worker", "producer", "bench") and len(parts) > 2:
         return "/".join(parts[:2])
     if len(parts) == 1:
@@ -131,7 +163,7 @@ def own_and_total(profile: Profile) -> tuple[Counter[str], Counter[str]]:
             continue
         own[frames[-1]] += count
         for frame in set(frames):
-            if useful(frame):
+            if useful(frame) and not any(w in frame for w in WRAPPERS):
                 total[frame] += count
     return own, total
 
@@ -141,20 +173,32 @@ def report(profile: Profile, rate: int) -> list[str]:
     n = profile.samples or 1
     per_msg = profile.samples / rate * 1000 / max(1, profile.messages)
     lines = [
-        f"== {profile.name}: {profile.messages} messages in {profile.seconds:.1f} s, "
-        f"{profile.samples} samples at {rate} Hz over both workers "
-        f"(about {per_msg:.2f} ms of sampled thread time per message)",
-        "by package (innermost frame):",
+        f"-- {profile.view}: {profile.samples} samples ({per_msg:.2f} thread-ms/msg)",
+        "by package (innermost frame): "
+        + ", ".join(
+            f"{name} {count / n:.0%}" for name, count in packages(own).most_common(PACKAGES)
+        ),
+        f"top {TOP} functions by own samples:",
     ]
+    lines += [f"  {count / n:6.1%}  {frame}" for frame, count in own.most_common(TOP)]
+    lines.append(f"top {TOP} functions by total samples (anywhere on the stack):")
+    lines += [f"  {count / n:6.1%}  {frame}" for frame, count in total.most_common(TOP)]
+    return lines
+
+
+def packages(own: Counter[str]) -> Counter[str]:
     by_package: Counter[str] = Counter()
     for frame, count in own.items():
         by_package[package(frame)] += count
-    lines += [f"  {count / n:6.1%}  {name}" for name, count in by_package.most_common(12)]
-    lines.append(f"top {TOP} functions by own samples:")
-    lines += [f"  {count / n:6.1%}  {frame}" for frame, count in own.most_common(TOP)]
-    lines.append(f"top {TOP} functions by total samples (on the stack):")
-    lines += [f"  {count / n:6.1%}  {frame}" for frame, count in total.most_common(TOP)]
-    return lines
+    return by_package
+
+
+def heading(profile: Profile) -> str:
+    cpu = profile.cpu_seconds * 1000 / max(1, profile.messages)
+    return (
+        f"== {profile.name}: {profile.messages} messages in {profile.seconds:.1f} s "
+        f"({profile.messages / profile.seconds:.0f}/s); worker CPU {cpu:.2f} ms/msg (psutil)"
+    )
 
 
 def single_run(n: int) -> Callable[[], tuple[int, float]]:
@@ -190,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=2000, help="single Keccel sends")
     parser.add_argument("--bulk", type=int, default=100, help="SMSClub requests of 100")
     parser.add_argument("--rate", type=int, default=RATE, help="samples per second")
-    parser.add_argument("--idle", action="store_true", help="also threads waiting (wall time)")
+    parser.add_argument(
+        "--idle", action="store_true", help="a third view: every thread, idle ones too (wall time)"
+    )
     args = parser.parse_args(argv)
     py_spy()
     for key in list(os.environ):
@@ -218,19 +264,20 @@ def main(argv: list[str] | None = None) -> int:
             wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
             out = Path(tmp)
             print("profiling single sends ...", flush=True)
-            single = record(stack, out, "single", args.rate, args.idle, single_run(args.single))
+            views = {**VIEWS, **({"every thread": ["--idle"]} if args.idle else {})}
+            single = record(stack, out, "single", args.rate, views, single_run(args.single))
             print("profiling bulk sends ...", flush=True)
-            bulk = record(stack, out, "bulk", args.rate, args.idle, bulk_run(args.bulk))
+            bulk = record(stack, out, "bulk", args.rate, views, bulk_run(args.bulk))
         finally:
             stack.stop()
-    what = "active and idle threads" if args.idle else "active threads only"
     print(
-        f"\nsmsq profile: {os.cpu_count()} CPUs, load average {load:.2f} at start; "
-        f"py-spy, {what}, SQLite store"
+        f"\nsmsq profile: {os.cpu_count()} CPUs, load average {load:.2f} at start; SQLite store; "
+        f"py-spy at {args.rate} Hz on both worker processes (-c 4 each), views: " + ", ".join(views)
     )
-    for profile in (single, bulk):
-        print()
-        print("\n".join(report(profile, args.rate)))
+    for run in (single, bulk):
+        print("\n" + heading(run[0]))
+        for profile in run:
+            print("\n".join(report(profile, args.rate)))
     return 0
 
 
