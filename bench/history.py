@@ -60,7 +60,7 @@ CHUNK = 20_000
 N_SINGLE = 800
 N_BULK_REQUESTS = 50  # x 100 recipients
 TRIES = 2
-SAMPLES = 20
+SAMPLES = 50
 # Final statuses of the history, per 100 messages.
 FATES = ["delivered"] * 90 + ["undelivered"] * 4 + ["rejected"] * 3 + ["expired"] + ["failed"] * 2
 
@@ -166,10 +166,13 @@ def load_history(rows: int) -> list[str]:
             raw.commit()
     finally:
         raw.close()
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":  # as autovacuum would, soon
             conn.exec_driver_sql("VACUUM ANALYZE messages")
             conn.exec_driver_sql("VACUUM ANALYZE message_events")
+        else:  # the load's write-ahead log folded into the file, as the writers of a
+            # store that grew over months would have done by checkpoints on the way
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return sample
 
 
@@ -400,9 +403,12 @@ def run_store(store: str, rows: int) -> StoreResult:
 
 
 def _ms(values: list[float]) -> str:
+    """Median / 99th percentile."""
     if not values:
         return "-"
-    return f"{statistics.median(values):.1f} / {max(values):.1f} ms"
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"{statistics.median(values):.1f} / {p99:.1f} ms"
 
 
 def _change(empty: float, full: float) -> str:
@@ -427,16 +433,16 @@ def table(result: StoreResult) -> list[tuple[str, str, str, str, str]]:
             _change(e.bulk, f.bulk),
             "within 10 %",
         ),
-        ("beat's tick (sweeps.tick), median / max", _ms(e.tick), _ms(f.tick), "", "<= 50 ms"),
+        ("beat's tick (sweeps.tick), p50 / p99", _ms(e.tick), _ms(f.tick), "", "<= 50 ms"),
         (
-            "  the tick task in the workers (their log)",
+            "  the tick task in the workers, during the send runs",
             _ms(e.worker_tick),
             _ms(f.worker_tick),
             "",
             "",
         ),
-        ("GET /metrics, median / max", _ms(e.metrics), _ms(f.metrics), "", "<= 100 ms"),
-        ("get_status, median / max (200)", _ms(e.status), _ms(f.status), "", "<= 5 ms"),
+        ("GET /metrics, p50 / p99", _ms(e.metrics), _ms(f.metrics), "", "<= 100 ms"),
+        ("get_status, p50 / p99 (200)", _ms(e.status), _ms(f.status), "", "<= 5 ms"),
         ("smsq status --json, in process", _ms(e.cli), _ms(f.cli), "", "instant"),
         (
             "smsq status, the command (Python start included)",
@@ -445,7 +451,7 @@ def table(result: StoreResult) -> list[tuple[str, str, str, str, str]]:
             "",
             "",
         ),
-        ("retention: one batch of 500 rows, median / max", "", _ms(f.retention), "", "short"),
+        ("retention: one batch of 500 rows, p50 / p99", "", _ms(f.retention), "", "short"),
         (
             f"store size ({n} rows loaded in {result.load_seconds:.0f} s)",
             f"{e.size_mb:.0f} MB",
