@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo dev test lint format bench profile faults clean venv
+.PHONY: demo dev test lint format bench bench-ui profile faults clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)
 
 profile: $(STAMP)
 	$(BIN)/python bench/profile.py
+
+bench-ui: $(STAMP)
+	$(BIN)/python bench/ui.py
 
 faults: $(STAMP)
 	$(BIN)/python bench/faults.py

@@ -6,8 +6,11 @@ The stack: embedded Redis, SQLite (WAL), two worker processes (threads pool,
 - no-op: `smsq.noop` (bench/app.py) on the same queue, acks, prefetch;
 - single sends: Keccel `send_sms`, one request per message;
 - bulk: SMSClub `send_bulk`, 100 numbers per request, in recipients/s;
+- the producer: `send_sms` from one thread, `send_bulk` of 10,000, `POST /v1/messages`
+  at 4 clients (bench/producer_path.py);
 - latency at idle: `send_sms` returning -> the simulator receiving the request;
 - the rate limit: SMSClub at 9/s through two 1-thread worker processes;
+- priorities: 50 high codes during a campaign saturating 9/s (bench/priority.py);
 - peak RSS (VmHWM) of each worker process and its children.
 Throughputs are timed from the moment the workers start consuming a queue
 already filled (consumers cancelled while it fills) until the last task is done.
@@ -29,24 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 from sqlmodel import select
 
-from bench import NOOP_COUNTER, NOOP_TASK
+from bench import NOOP_COUNTER, NOOP_TASK, priority, producer_path
 from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
-from producer.queues import SEND_QUEUE, broker_url
+from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
 from worker.gateways.sandbox.base import ProviderSim, max_in_window
 from worker.ops.stack import Stack
 
 RATE = 9
 SENT_OR_LATER = ("sent", "delivered", "undelivered", "expired")
+API_KEY = "bench-key-0123456789"
 BENCH_ENV = {
     "SMSQ_POLL_SCHEDULE": "3600",  # no polls during the run: sends only
+    "SMSQ_API_KEYS": f"bench:{API_KEY}",
+    "SMSQ_API_KEY_LIMIT": "1000000/minute",  # the HTTP row measures the API, not its quota
     "SMSQ_TICK_SECONDS": "2",
     "SMSQ_SWEEP_AFTER_SECONDS": "300",
 }
 N_NOOP = 3000
-N_SINGLE = 800
-N_BULK_REQUESTS = 30
+N_SINGLE = 2000
+N_BULK_REQUESTS = 200  # 20,000 recipients: start-up does not dominate
 N_LATENCY = 60
 N_RATE = 180
 
@@ -76,15 +82,20 @@ def sent_count(ids: list[str]) -> int:
 
 
 class Paused:
-    """Workers stop consuming the send queue while it fills; timing starts on resume."""
+    """Workers stop consuming `queue` while it fills; timing starts on resume. Each
+    control call returns once every worker has answered (`limit`), not after its
+    whole timeout, which would be timed too."""
+
+    def __init__(self, queue: str = SEND_QUEUE, workers: int = 2) -> None:
+        self.queue, self.workers = queue, workers
 
     def __enter__(self) -> Paused:
-        publisher().control.cancel_consumer(SEND_QUEUE, reply=True, timeout=5)
+        publisher().control.cancel_consumer(self.queue, reply=True, timeout=5, limit=self.workers)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.started = time.monotonic()
-        publisher().control.add_consumer(SEND_QUEUE, reply=True, timeout=5)
+        publisher().control.add_consumer(self.queue, reply=True, timeout=5, limit=self.workers)
 
 
 def bench_noop(r: redis.Redis) -> float:
@@ -109,7 +120,7 @@ def bench_single() -> float:
 
 def bench_bulk() -> float:
     ids: list[str] = []
-    with Paused() as paused:
+    with Paused(SEND_BULK_QUEUE) as paused:  # send_bulk's priority, bulk, has its own queue
         for r in range(N_BULK_REQUESTS):
             numbers = [f"38067{r:03d}{i:03d}{1 + i % 7}" for i in range(100)]
             ids += send_bulk(numbers, f"bulk {r} {uuid.uuid4().hex[:6]}", provider="smsclub")
@@ -150,6 +161,23 @@ def bench_rate(stack: Stack, sim: ProviderSim) -> tuple[int, float, float]:
     return max_in_window(times), per_second, len(times)
 
 
+def bench_priorities(stack: Stack, sims: dict[str, ProviderSim]) -> list[priority.PriorityRun]:
+    """Codes during a saturating campaign, SMSClub then Keccel at 9/s (bench/priority.py),
+    through the two worker processes back at -c 4."""
+    stack.env["SMSQ_KECCEL_RATE_LIMIT"] = str(priority.RATE)
+    stack.env["SMSQ_SMSCLUB_RATE_LIMIT"] = str(priority.RATE)
+    for name in stack.worker_names:
+        stack.kill(name, 15)
+        command = stack.commands[name]
+        command[command.index("-c") + 1] = "4"
+        stack.restart(name)
+    wait_until(lambda: len(publisher().control.ping(timeout=0.5)) >= stack.workers, 60, 0.2)
+    return [
+        priority.run("smsclub", sims["smsclub"], 20_000, "38099", "38067", wait_until),
+        priority.run("keccel", sims["keccel"], 2_000, "24385", "24381", wait_until),
+    ]
+
+
 def main() -> int:
     for key in list(os.environ):
         if key.startswith("SMSQ_"):
@@ -161,7 +189,7 @@ def main() -> int:
             delivery_seconds=1.0,
             workers=2,
             worker_concurrency=4,
-            web=False,
+            web=True,
             app="bench.app",
             extra_env=BENCH_ENV,
         )
@@ -181,10 +209,12 @@ def main() -> int:
             noop = bench_noop(r)
             single = bench_single()
             bulk = bench_bulk()
+            producer = producer_path.run(stack.workers, stack.web_url, API_KEY)
             latency = bench_latency(sims["keccel"])
             rss = {name: stack.peak_rss_mb(name) for name in stack.worker_names}
             worst, per_second, requests = bench_rate(stack, sims["smsclub"])
             rss_rate = {name: stack.peak_rss_mb(name) for name in stack.worker_names}
+            by_priority = bench_priorities(stack, sims)
         finally:
             stack.stop()
     p50 = statistics.median(latency) * 1000
@@ -203,6 +233,7 @@ def main() -> int:
             f"{bulk / noop:5.2f} x no-op",
             ">= 5 x",
         ),
+        *producer_path.rows(producer),
         (f"send_sms -> gateway at idle, p50 ({N_LATENCY})", f"{p50:8.1f} ms", "", "<= 20 ms"),
         (f"send_sms -> gateway at idle, p99 ({N_LATENCY})", f"{p99:8.1f} ms", "", ""),
         (
@@ -224,6 +255,8 @@ def main() -> int:
             "",
         ),
     ]
+    for result in by_priority:
+        rows.extend(priority.rows(result))
     print(f"\nsmsq benchmark: {os.cpu_count()} CPUs, load average {load:.2f} at start")
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'result':>24}  {'ratio':>14}  target")

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from producer.queues import ALERT_TASK, NOTIFY_TASK, POLL_TASK, SEND_TASK, celery_config
+from producer.queues import (
+    ALERT_TASK,
+    NOTIFY_TASK,
+    POLL_TASK,
+    SEND_TASK,
+    celery_config,
+    send_queue,
+)
 
 log = logging.getLogger("smsq.producer")
 _app: Celery | None = None
@@ -47,25 +54,33 @@ def publish(
     args: Sequence[object] = (),
     kwargs: dict[str, object] | None = None,
     countdown: float | None = None,
+    queue: str | None = None,
 ) -> None:
-    """Queue `task` by name; the broker's errors, after a short retry, are raised."""
+    """Queue `task` by name (on `queue`, else its route); the broker's errors, after a
+    short retry, are raised."""
     publisher().send_task(
         task,
         args=list(args),
         kwargs=kwargs or {},
         countdown=countdown,
+        queue=queue,
         retry=True,
         retry_policy=PUBLISH_RETRY_POLICY,
     )
 
 
 def publish_send(
-    ids: Sequence[str], countdown: float | None = None, claim_token: str | None = None
+    ids: Sequence[str],
+    countdown: float | None = None,
+    claim_token: str | None = None,
+    *,
+    priority: str = "normal",
 ) -> None:
-    """Queue one send task for `ids` (messages of one provider, one batch).
-    `claim_token`: an earlier claim of theirs whose commit may have landed unheard."""
+    """Queue one send task for `ids` (messages of one provider and one priority, one
+    batch) on its priority's queue. `claim_token`: an earlier claim of theirs whose
+    commit may have landed unheard."""
     kwargs = {"claim_token": claim_token} if claim_token else None
-    publish(SEND_TASK, [list(ids)], kwargs, countdown)
+    publish(SEND_TASK, [list(ids)], kwargs, countdown, queue=send_queue(priority))
 
 
 def publish_poll(provider: str, ids: Sequence[str]) -> None:

@@ -88,12 +88,15 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_messages_owner_idempotency_key"),
         *MESSAGE_INDEXES,
+        # The dashboard's "find a message" by number: the newest first, off one index.
+        Index("ix_messages_to_created_at", "to", "created_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     # The API key name that made it over HTTP; '' for Python calls (`get_status`: None).
     owner: str = Field(default="", max_length=OWNER_MAX, sa_column_kwargs={"server_default": ""})
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    # Indexed for the dashboard's "find a message" by key alone (and `to`, below).
+    idempotency_key: str | None = Field(default=None, max_length=200, index=True)
     to: str = Field(max_length=20)
     text: str = Field(sa_column=Column(Text, nullable=False))
     sender: str | None = Field(default=None, max_length=20)
@@ -285,3 +288,47 @@ class AlertDelivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UiStat(SQLModel, table=True):
+    """The dashboard's summary: status changes per gateway in one time bucket.
+
+    Kept by beat's roll-up (`worker.ui.rollup`) from `message_events` past a
+    watermark, so no page scans the messages. `width` is the bucket's length in
+    seconds (300 and 3600), `bucket` its start in Unix seconds. `hist`: for
+    `delivered`, a JSON list of counts per latency bin (`worker.ui.stats.BINS`)
+    of the time from `send_sms` to delivered."""
+
+    __tablename__ = "ui_stats"
+
+    width: int = Field(primary_key=True)
+    bucket: int = Field(primary_key=True)
+    provider: str = Field(primary_key=True, max_length=20)
+    status: str = Field(primary_key=True, max_length=16)
+    count: int = 0
+    segments: int = 0
+    hist: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class UiRollup(SQLModel, table=True):
+    """How far the roll-up has read `message_events` (its watermark, by event id)."""
+
+    __tablename__ = "ui_rollup"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_event_id: int = 0
+    events: int = 0  # events read in all
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class UiAction(SQLModel, table=True):
+    """What an operator did in the dashboard (cancel, suppress, unsuppress), and who."""
+
+    __tablename__ = "ui_actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=100)
+    action: str = Field(max_length=32)
+    target: str = Field(max_length=64)  # a message id or a number
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -21,12 +21,34 @@ BALANCE_TASK = "smsq.check_balances"
 NOTIFY_TASK = "smsq.notify_app"
 ALERT_TASK = "smsq.deliver_alerts"
 RETENTION_TASK = "smsq.retention"
+ROLLUP_TASK = "smsq.ui_rollup"  # the dashboard's summary table (worker.ui.rollup)
 
-SEND_QUEUE = "send"
+SEND_HIGH_QUEUE = "send_high"
+SEND_QUEUE = "send"  # normal priority
+SEND_BULK_QUEUE = "send_bulk"
+SEND_QUEUES: dict[str, str] = {
+    "high": SEND_HIGH_QUEUE,
+    "normal": SEND_QUEUE,
+    "bulk": SEND_BULK_QUEUE,
+}
 POLL_QUEUE = "poll"
 MAINTENANCE_QUEUE = "maintenance"
 CALLBACK_QUEUE = "callbacks"  # app callbacks: slow application hosts stay off send and poll
-WORKER_QUEUES = ",".join((SEND_QUEUE, POLL_QUEUE, MAINTENANCE_QUEUE, CALLBACK_QUEUE))
+# A worker takes the first non-empty queue in this order (queue_order_strategy
+# "priority", below), so a bulk backlog never sits in front of a one-time code in the
+# broker; with prefetch 1 under acks_late nothing waits in a worker's prefetch either.
+# At the gateway's rate limit the order is kept by the limiter itself
+# (worker.resilience.ratelimit).
+WORKER_QUEUES = ",".join(
+    (
+        MAINTENANCE_QUEUE,
+        SEND_HIGH_QUEUE,
+        CALLBACK_QUEUE,
+        POLL_QUEUE,
+        SEND_QUEUE,
+        SEND_BULK_QUEUE,
+    )
+)
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
     SEND_TASK: {"queue": SEND_QUEUE},
@@ -36,7 +58,19 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
     ALERT_TASK: {"queue": MAINTENANCE_QUEUE},
     RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
+    ROLLUP_TASK: {"queue": MAINTENANCE_QUEUE},
 }
+
+
+def send_queue(priority: str | None) -> str:
+    """The send queue of a priority (unknown or None: normal's)."""
+    return SEND_QUEUES.get(priority or "normal", SEND_QUEUE)
+
+
+def priority_of_queue(queue: str | None) -> str:
+    """The priority whose sends a queue holds (normal for any other queue)."""
+    return next((p for p, q in SEND_QUEUES.items() if q == queue), "normal")
+
 
 VISIBILITY_TIMEOUT = 3600  # seconds; every countdown and time limit stays well below it
 MAX_COUNTDOWN = 60.0  # longer waits live in the store and beat enqueues them when due
@@ -84,6 +118,9 @@ def celery_config() -> dict[str, Any]:
         "broker_connection_timeout": 5,
         "broker_transport_options": {
             "visibility_timeout": VISIBILITY_TIMEOUT,
+            # BRPOP the worker's queues in the order given to -Q, every time (the
+            # default rotates them for fairness, which lets bulk go before high).
+            "queue_order_strategy": "priority",
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "retry_on_timeout": True,

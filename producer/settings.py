@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     routes: str | None = None
     alert_webhook_url: str | None = None
     flower_basic_auth: SecretStr | None = None
+    # The operator's dashboard at /ui on the web process (`user:password`); unset: 404.
+    ui_basic_auth: SecretStr | None = None
+    # How often beat rolls new events up into the dashboard's summary table.
+    ui_rollup_seconds: float = Field(default=5.0, gt=0)
     api_keys: SecretStr | None = None
     balance_check_seconds: float = Field(default=3600, gt=0)
     poll_schedule: str = "30,60,120,300,600,1800,3600"
@@ -141,6 +145,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_api_keys(cls, value: SecretStr | None) -> SecretStr | None:
         parse_api_keys(value.get_secret_value() if value else "")
+        return value
+
+    @field_validator("ui_basic_auth")
+    @classmethod
+    def _check_ui_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        user, sep, password = (value.get_secret_value() if value else "").partition(":")
+        if value is not None and value.get_secret_value() and not (sep and user and password):
+            raise ValueError("SMSQ_UI_BASIC_AUTH must be user:password, both non-empty")
         return value
 
     @field_validator("api_key_limit", "recipient_limit")
@@ -310,8 +322,14 @@ def all_secrets() -> list[str]:
     broker_password = urlsplit(settings.broker_url or "").password
     if broker_password:
         secrets.append(broker_password)
+    from producer.embedded_redis import password_of
+
+    embedded = password_of(settings.data_dir)  # the embedded Redis: a URL nobody set
+    if embedded:
+        secrets.append(embedded)
     for extra in (
         settings.flower_basic_auth,
+        settings.ui_basic_auth,
         settings.api_keys,
         settings.callback_secret,
         settings.callback_secret_previous,
@@ -320,6 +338,8 @@ def all_secrets() -> list[str]:
     ):
         if extra is not None and extra.get_secret_value():
             secrets.append(extra.get_secret_value())
+            if extra is settings.ui_basic_auth:  # the password alone, as a log might show it
+                secrets.append(extra.get_secret_value().partition(":")[2])
             if extra is settings.api_keys:
                 secrets.extend(k.strip() for k in extra.get_secret_value().split(",") if k.strip())
                 secrets.extend(key for _name, key in parse_api_keys(extra.get_secret_value()))

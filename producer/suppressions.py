@@ -9,21 +9,35 @@ handed to a gateway; in a bulk send the other numbers go on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlalchemy import Connection, bindparam
+from sqlmodel import select
 
 from producer import db
 from producer.errors import InvalidMessage
 from producer.models import Suppression, utcnow
-from producer.validation import check_owner, normalise_number
+from producer.validation import WHITESPACE_CLASS, check_owner, normalise_number
 
 ALL, BULK = "all", "bulk"
 SCOPES = (ALL, BULK)
 MAX_REASON = 200
 MAX_PAGE = 1000
+# What a reason may not hold, as a regular-expression class (the HTTP API's document
+# states it as is): C0 and C1 controls, DEL, line and paragraph separators and the
+# bidirectional controls that would reorder what `smsq suppress list` shows. Other
+# characters pass, emoji sequences (joined by U+200D) and no-break spaces included.
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+CONTROL = re.compile(f"[{CONTROL_CLASS}]")
+# The same rule on the text as sent (check_reason strips blanks first): blanks, then
+# nothing or a run without controls that starts and ends with neither, then blanks.
+_EDGE = f"[^{WHITESPACE_CLASS}{CONTROL_CLASS}]"
+REASON_PATTERN = (
+    f"^[{WHITESPACE_CLASS}]*({_EDGE}([^{CONTROL_CLASS}]*{_EDGE})?)?[{WHITESPACE_CLASS}]*$"
+)
 
 
 def suppressed_for(scope: str, priority: str | None) -> bool:
@@ -66,7 +80,7 @@ def check_reason(value: object, field: str = "reason") -> str | None:
     reason = value.strip()
     if len(reason) > MAX_REASON:
         raise InvalidMessage(field, f"is longer than {MAX_REASON} characters")
-    if "\x00" in reason or not reason.isprintable():
+    if CONTROL.search(reason):
         raise InvalidMessage(field, "has control characters")
     return reason or None
 
@@ -115,16 +129,25 @@ def list_suppressions(limit: int = 100, after: str | None = None) -> list[Entry]
         return [Entry.from_row(r) for r in s.exec(query)]
 
 
-def blocked(s: Session, numbers: Iterable[str], priority: str | None = None) -> dict[str, str]:
-    """The error of each of `numbers` that its suppression refuses (`suppressed: why`)."""
+# Built once: constructing the statement cost about 0.4 ms a call, eight times the query.
+_BLOCKED = select(Suppression.number, Suppression.scope, Suppression.reason).where(  # type: ignore[call-overload]
+    Suppression.number.in_(bindparam("numbers", expanding=True))  # type: ignore[attr-defined]
+)
+
+
+def blocked(
+    connection: Connection, numbers: Iterable[str], priority: str | None = None
+) -> dict[str, str]:
+    """The error of each of `numbers` that its suppression refuses (`suppressed: why`).
+    On a plain connection: every `send_sms` asks, and an ORM session costs more than
+    the query."""
     wanted = sorted(set(numbers))
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        query = select(Suppression).where(Suppression.number.in_(chunk))  # type: ignore[attr-defined]
-        for row in s.exec(query):
-            if suppressed_for(row.scope, priority):
-                found[row.number] = error_for(row.reason)
+        for number, scope, reason in connection.execute(_BLOCKED, {"numbers": chunk}):
+            if suppressed_for(scope, priority):
+                found[number] = error_for(reason)
     return found
 
 

@@ -30,6 +30,13 @@ class SmsqScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     _standby = False
 
+    def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        # Beat only ever queues maintenance (tick, balance checks, the dashboard's
+        # roll-up), whose workers send no task events: without `task-sent` too, Flower
+        # lists none of them (celery reads this setting at each publish).
+        app.conf.task_send_sent_event = False
+        super().__init__(app, *args, **kwargs)
+
     def setup_schedule(self) -> None:
         """Write the schedule to Redis, waiting for Redis if it is down at start."""
         while True:

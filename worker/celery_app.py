@@ -17,9 +17,17 @@ from celery.signals import (
     after_setup_task_logger,
     worker_init,
     worker_shutdown,
+    worker_shutting_down,
 )
 
-from producer.queues import BALANCE_TASK, RETENTION_TASK, TICK_TASK, broker_url, celery_config
+from producer.queues import (
+    BALANCE_TASK,
+    RETENTION_TASK,
+    ROLLUP_TASK,
+    TICK_TASK,
+    broker_url,
+    celery_config,
+)
 from producer.settings import get_settings
 from worker.store.retention import RETENTION_EVERY_SECONDS
 
@@ -35,6 +43,10 @@ app.conf.update(
     redbeat_lock_timeout=30,  # > beat_max_loop_interval: a dead beat's lock frees in 30 s
     beat_schedule={
         "smsq-tick": {"task": TICK_TASK, "schedule": timedelta(seconds=_settings.tick_seconds)},
+        "smsq-ui-rollup": {
+            "task": ROLLUP_TASK,
+            "schedule": timedelta(seconds=_settings.ui_rollup_seconds),
+        },
         "smsq-balance": {
             "task": BALANCE_TASK,
             "schedule": timedelta(seconds=_settings.balance_check_seconds),
@@ -64,9 +76,20 @@ def _startup_warnings(*args, **kwargs):  # type: ignore[no-untyped-def]
     warn_once()
 
 
+@worker_shutting_down.connect
+def _stop_rate_waits(*args, **kwargs):  # type: ignore[no-untyped-def]
+    """Sends waiting for a rate-limit slot hand their rows back now: warm shutdown
+    then waits only for requests actually in flight."""
+    from worker.resilience import ratelimit
+
+    ratelimit.stop_waiting()
+
+
 @worker_shutdown.connect
 def _stop_heartbeat(*args, **kwargs):  # type: ignore[no-untyped-def]
     """Warm shutdown has finished the tasks: nothing of ours stays claimed."""
+    from worker.ops import metrics
     from worker.resilience import liveness
 
     liveness.stop_heartbeat()
+    metrics.flush()

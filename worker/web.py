@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy import func, text
 from sqlmodel import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from producer import db, suppressions
 from producer.api import get_status, send_bulk, send_sms
@@ -24,7 +26,24 @@ from producer.limits import limits_for
 from producer.models import ACTIVE, Message, status_is
 from producer.quotas import KEY_SCOPE, LimitsUnavailable, parse_limit, take, too_big
 from producer.settings import get_settings, provider_names, provider_settings
+from producer.validation import NOT_BLANK_PATTERN
 from worker import redis_client
+from worker.edge.api_schema import (
+    API_ERRORS,
+    BODY_ERRORS,
+    CREATE_ERRORS,
+    PHONE_NUMBER,
+    PROMETHEUS_TEXT,
+    Created,
+    CreatedBulk,
+    Health,
+    MessageIn,
+    MessageOut,
+    SuppressionIn,
+    SuppressionOut,
+    SuppressionPage,
+    runtime_schema,
+)
 from worker.edge.guard import BodyTooLarge, EdgeGuard, request_owner, too_large_response
 from worker.gateways.base import ProviderError
 from worker.gateways.registry import get_adapter
@@ -33,6 +52,7 @@ from worker.ops.logs import install as install_logging
 from worker.ops.startup_checks import warn_once
 from worker.tracking.callback_urls import token_is_valid
 from worker.tracking.dlr import apply_push
+from worker.ui.routes import router as ui_router
 
 log = logging.getLogger("smsq.web")
 
@@ -57,6 +77,25 @@ app = FastAPI(
 
 
 app.add_middleware(EdgeGuard)
+app.include_router(ui_router)  # the operator's dashboard at /ui (worker/ui), not in OpenAPI
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document, with the rules this deployment's settings decide (built per
+    request: tests and `smsq dev` change the settings under a running process)."""
+    global _base_schema
+    if _base_schema is None:
+        _base_schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+    return runtime_schema(_base_schema, get_settings())
+
+
+_base_schema: dict[str, Any] | None = None
+app.openapi = _openapi  # type: ignore[method-assign]
 
 
 def validation_problem(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -78,7 +117,8 @@ def _field_of(error: Mapping[str, Any]) -> str:
 def _rule_of(error: Mapping[str, Any]) -> str:
     if error.get("type") == "json_invalid":
         return "is not valid JSON"
-    return str(error.get("msg", "is not valid"))
+    # A model's own check (`raise ValueError`) reads "Value error, <rule>": keep the rule.
+    return str(error.get("msg", "is not valid")).removeprefix("Value error, ")
 
 
 @app.exception_handler(RequestValidationError)
@@ -91,30 +131,46 @@ async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
     return too_large_response(get_settings().max_body_bytes)
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Starlette's own answers (unknown path, wrong method, unreadable body) in the
+    API's error shape, `{"error": ...}`."""
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeError):
+        # A body that is not UTF-8 is not JSON: the 422 of any other broken JSON.
+        return JSONResponse(validation_problem([{"type": "json_invalid"}]), status_code=422)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=headers)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's own Allow names only
+    the first route that matched the path (GET and POST /v1/suppressions are two)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match in (Match.FULL, Match.PARTIAL):
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 _registry = CollectorRegistry()
 _registry.register(metrics.SharedCollector())
 
 
-class MessageIn(BaseModel):
-    to: str | list[str] = Field(description="International number, or a list for a bulk send")
-    text: str
-    provider: str | None = None
-    sender: str | None = None
-    idempotency_key: str | None = None
-    send_at: str | None = Field(default=None, description="ISO 8601, in the future")
-    callback_url: str | None = None
-    flash: bool = False
-    priority: str | None = Field(
-        default=None, description="high, normal (one number) or bulk (a list: the default)"
-    )
-    ttl: int | None = Field(
-        default=None, description="seconds from when it is due; not sent by then: expired"
-    )
-    quiet_hours: StrictBool = Field(default=True, description="false: ignore SMSQ_QUIET_HOURS")
-
-
-@app.get("/healthz")
-def healthz() -> dict[str, Any]:
+@app.get(
+    "/healthz",
+    operation_id="health",
+    response_model=None,
+    responses={
+        200: {"model": Health, "description": "Store and broker reachable"},
+        503: {"model": Health, "description": "The store or the broker is unreachable"},
+    },
+)
+def healthz() -> JSONResponse:
     """Liveness and what this process can reach."""
     checks: dict[str, Any] = {}
     try:
@@ -131,10 +187,20 @@ def healthz() -> dict[str, Any]:
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
-    )  # type: ignore[return-value]
+    )
 
 
-@app.get("/metrics")
+@app.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {PROMETHEUS_TEXT: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def prometheus_metrics() -> Response:
     """Counters from every worker (kept in Redis) and the messages still moving, from
     the store. Final messages are counted by `smsq_messages_total{provider,status}`
@@ -246,7 +312,26 @@ async def _dlr(provider: str, token: str, request: Request) -> Response:
 app.add_api_route("/dlr/{provider}/{token}", _dlr, methods=["GET", "POST"], include_in_schema=False)
 
 
-@app.post("/v1/messages", status_code=201)
+@app.post(
+    "/v1/messages",
+    operation_id="createMessage",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {
+            "model": Created | CreatedBulk,
+            "description": "Queued: `id`, or `ids` (one per number) for a list",
+            "links": {
+                "readMessage": {
+                    "operationId": "readMessage",
+                    "parameters": {"message_id": "$response.body#/id"},
+                    "description": "The message just queued (one number)",
+                }
+            },
+        },
+        **CREATE_ERRORS,
+    },
+)
 def create_message(body: MessageIn, request: Request) -> Any:
     """Queue a message (or a bulk send when `to` is a list). Same rules as `send_sms`.
 
@@ -312,8 +397,18 @@ def _unavailable(error: str) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "5"})
 
 
-@app.get("/v1/messages/{message_id}")
-def read_message(message_id: str, request: Request) -> Any:
+@app.get(
+    "/v1/messages/{message_id}",
+    operation_id="readMessage",
+    response_model=None,
+    responses={200: {"model": MessageOut, "description": "The message"}, **API_ERRORS},
+)
+def read_message(
+    request: Request,
+    message_id: str = Path(
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN}, description="An id from POST"
+    ),
+) -> Any:
     """One message's status, for the key's owner only: another owner's is 404, like
     an unknown id (the API key was checked by EdgeGuard)."""
     try:
@@ -327,19 +422,30 @@ def read_message(message_id: str, request: Request) -> Any:
     return status.to_dict()
 
 
-class SuppressionIn(BaseModel):
-    number: str = Field(description="International number; normalised like `to`")
-    reason: str | None = Field(default=None, max_length=200)
-    scope: Literal["all", "bulk"] = Field(
-        default="all", description="`all`: every message; `bulk`: bulk-priority messages only"
-    )
-
-
 def _invalid(exc: InvalidMessage) -> JSONResponse:
     return JSONResponse({"error": str(exc), "field": exc.field, "rule": exc.rule}, status_code=422)
 
 
-@app.post("/v1/suppressions", status_code=201)
+@app.post(
+    "/v1/suppressions",
+    operation_id="addSuppression",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {
+            "model": SuppressionOut,
+            "description": "On the list (added, or its reason and scope updated)",
+            "links": {
+                "removeSuppression": {
+                    "operationId": "removeSuppression",
+                    # The normalised number: every spelling of it names this one entry.
+                    "parameters": {"number": "$response.body#/number"},
+                }
+            },
+        },
+        **BODY_ERRORS,
+    },
+)
 def add_suppression(body: SuppressionIn, request: Request) -> Any:
     """Suppress a number for every owner (one global list); any key may add."""
     try:
@@ -353,8 +459,14 @@ def add_suppression(body: SuppressionIn, request: Request) -> Any:
     return JSONResponse(entry.to_dict(), status_code=201)
 
 
-@app.delete("/v1/suppressions/{number}", status_code=204, response_class=Response)
-def remove_suppression(number: str) -> Response:
+@app.delete(
+    "/v1/suppressions/{number}",
+    operation_id="removeSuppression",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "Taken off the list"}, **API_ERRORS},
+)
+def remove_suppression(number: str = Path(json_schema_extra=PHONE_NUMBER)) -> Response:
     """Take a number off the list: 204, or 404 when it was not on it."""
     try:
         removed = suppressions.unsuppress(number)
@@ -367,10 +479,19 @@ def remove_suppression(number: str) -> Response:
     return Response(status_code=204)
 
 
-@app.get("/v1/suppressions")
+@app.get(
+    "/v1/suppressions",
+    operation_id="listSuppressions",
+    response_model=None,
+    responses={200: {"model": SuppressionPage, "description": "One page"}, **API_ERRORS},
+)
 def read_suppressions(
     limit: int = Query(default=100, ge=1, le=suppressions.MAX_PAGE),
-    after: str | None = Query(default=None, description="the last number of the previous page"),
+    after: str | None = Query(
+        default=None,
+        json_schema_extra={"format": PHONE_NUMBER["format"]},
+        description="the last number of the previous page",
+    ),
 ) -> Any:
     """Suppressed numbers in number order, a page at a time (`next`: the next `after`)."""
     try:

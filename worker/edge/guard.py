@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producer.settings import Settings, get_settings, parse_api_keys
+from worker.ui import auth as ui_auth
 
 API_PREFIX = "/v1/"
 
@@ -98,14 +99,24 @@ def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
+def ui_refusal(status: int, error: str) -> JSONResponse:
+    """/ui without its credentials: 401 asking for them; dashboard off: the same 404 as
+    any path the API does not have."""
+    if status == 404:
+        return JSONResponse({"error": error}, status_code=404)
+    return JSONResponse(
+        {"error": error}, status_code=status, headers={"WWW-Authenticate": ui_auth.REALM}
+    )
+
+
 def too_large_response(limit: int) -> JSONResponse:
     error = BodyTooLarge(limit).detail
     return JSONResponse({"error": error}, status_code=413, headers={"Connection": "close"})
 
 
 class EdgeGuard:
-    """API key first (401/404 before any body byte is read), then the body size cap (413)
-    wherever a route reads its body."""
+    """API key first (401/404 before any body byte is read), or for /ui the dashboard's
+    basic auth (401/404), then the body size cap (413) wherever a route reads its body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -123,6 +134,12 @@ class EdgeGuard:
                 await answer(scope, receive, send)
                 return
             scope.setdefault("state", {})[OWNER_STATE] = caller
+        elif ui_auth.is_ui_path(scope["path"]):  # the dashboard: basic auth, 404 when off
+            user = ui_auth.caller(settings, header(scope, b"authorization"))
+            if isinstance(user, tuple):
+                await ui_refusal(*user)(scope, receive, send)
+                return
+            scope.setdefault("state", {})[ui_auth.USER_STATE] = user
         limit = settings.max_body_bytes
         declared = declared_length(scope.get("headers", ()))
         started = False

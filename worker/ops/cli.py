@@ -188,7 +188,34 @@ def _status(args: argparse.Namespace) -> int:
         if key != "text":
             print(f"{key:20} {value if value is not None else '-'}")
     print(f"{'text':20} {st.text}")
+    events = message_events(st.id)
+    print(f"\nevents ({len(events)}, oldest first; --json for the raw payloads whole):")
+    for line in timeline_lines(events):
+        print(line)
     return 0
+
+
+RAW_CHARS = 300
+
+
+def timeline_lines(events: list[dict[str, object]]) -> list[str]:
+    """`smsq status`'s event timeline: one line per event, its raw payload under it
+    (credentials hidden, cut at RAW_CHARS)."""
+    from worker.ui.redact import show
+
+    lines = []
+    for e in events:
+        old, new = e.get("old_status"), e.get("new_status")
+        move = f"{old or '-'} -> {new}" if new else ""
+        ignored = "" if e.get("applied", True) else " (not applied)"
+        note = f"  {e['note']}" if e.get("note") else ""
+        at = str(e.get("at", ""))[:23].replace("T", " ")
+        lines.append(f"  {at}  {e.get('source', ''):7} {e.get('kind', ''):9} {move}{ignored}{note}")
+        raw = show(e.get("raw"), indent=None, reveal=True)
+        if raw:
+            cut = raw if len(raw) <= RAW_CHARS else raw[:RAW_CHARS] + " ..."
+            lines.append(f"      raw: {cut}")
+    return lines
 
 
 def _balance(args: argparse.Namespace) -> int:
@@ -266,6 +293,7 @@ def _dev(args: argparse.Namespace) -> int:
     from worker.ops.stack import Stack
 
     os.environ.setdefault("SMSQ_FLOWER_BASIC_AUTH", "admin:smsq-dev")
+    os.environ.setdefault("SMSQ_UI_BASIC_AUTH", "admin:smsq-dev")
     stack = Stack(data_dir=_data_dir(), flower=True)
     stack.start()
     assert stack.sandbox is not None
@@ -273,6 +301,7 @@ def _dev(args: argparse.Namespace) -> int:
     print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
     print(f"another shell here reaches this stack with no exports ({env_file})")
     print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
+    print(f"dashboard on {stack.web_url}/ui (user:password from SMSQ_UI_BASIC_AUTH)")
     print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop")
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

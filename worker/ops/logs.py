@@ -12,6 +12,9 @@ from producer.settings import all_secrets, get_settings
 _EXTRA_KEYS = ("message_id", "provider", "attempt", "status", "task_id")
 # The secret part of a delivery-callback path, as access logs would print it.
 _CALLBACK_PATH = re.compile(r"(/dlr/[A-Za-z0-9_-]+/)[^/\s?\"']+")
+# The password of any Redis URL (`redis://:pw@host`, `rediss://user:pw@host`), even one
+# no setting names: an embedded Redis started after this process set up its logging.
+_URL_PASSWORD = re.compile(r"(rediss?://[^:/@\s]*:)[^@\s]+@")
 
 
 class RedactSecrets(logging.Filter):
@@ -22,7 +25,7 @@ class RedactSecrets(logging.Filter):
         self.secrets = sorted({s for s in all_secrets() if len(s) >= 4}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        clean = _CALLBACK_PATH.sub(r"\1***", text)
+        clean = _URL_PASSWORD.sub(r"\1***@", _CALLBACK_PATH.sub(r"\1***", text))
         for secret in self.secrets:
             clean = clean.replace(secret, "***")
         return clean
@@ -42,8 +45,7 @@ class RedactSecrets(logging.Filter):
             else:
                 record.msg, record.args = clean, None
         if record.exc_text:
-            for secret in self.secrets:
-                record.exc_text = record.exc_text.replace(secret, "***")
+            record.exc_text = self.redact(record.exc_text)
         return True
 
 

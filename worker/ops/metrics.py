@@ -1,13 +1,20 @@
 """Counters shared by every process through Redis, rendered by `web` as Prometheus text.
 
 prometheus-client counters live in one process; smsq's sends happen in many
-workers on many hosts, so each increment is a Redis HINCRBY and `/metrics`
-(in `worker.web`) reads the hash back with a custom collector.
+workers on many hosts, so the counts meet in one Redis hash that `/metrics`
+(in `worker.web`) reads back with a custom collector. Increments are added up in
+the process and flushed every `FLUSH_SECONDS` in one pipeline (one round trip for
+all of them) by a daemon thread, and at exit: a send no longer pays two or three
+Redis round trips for its counters. A process killed outright loses at most its
+last `FLUSH_SECONDS` of counts; a flush that fails keeps them for the next one.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 from collections.abc import Iterator
 
 import redis
@@ -18,6 +25,53 @@ from worker import redis_client
 
 log = logging.getLogger("smsq.metrics")
 HASH = "smsq:metrics"
+FLUSH_SECONDS = 0.5
+
+_lock = threading.Lock()
+_pending: dict[str, int] = {}
+_flusher: tuple[int, threading.Thread] | None = None  # (pid, thread)
+_wake = threading.Event()
+_auto = True  # the flusher thread flushes (tests of one flush turn it off)
+
+
+def _add(field: str, amount: int) -> None:
+    global _flusher
+    with _lock:
+        _pending[field] = _pending.get(field, 0) + amount
+        if _flusher is None or _flusher[0] != os.getpid():  # none yet, or a forked child
+            thread = threading.Thread(target=_flush_forever, name="smsq-metrics", daemon=True)
+            _flusher = (os.getpid(), thread)
+            thread.start()
+
+
+def flush() -> None:
+    """Push this process's counts to Redis now (one pipeline); kept if Redis is away."""
+    with _lock:
+        batch = dict(_pending)
+        _pending.clear()
+    if not batch:
+        return
+    try:
+        pipe = redis_client.shared().pipeline(transaction=False)
+        for field, amount in batch.items():
+            pipe.hincrby(HASH, field, amount)
+        pipe.execute()
+    except (redis.RedisError, RuntimeError, OSError):
+        log.debug("metrics unavailable; kept for the next flush", exc_info=True)
+        with _lock:
+            for field, amount in batch.items():
+                _pending[field] = _pending.get(field, 0) + amount
+
+
+def _flush_forever() -> None:
+    while True:
+        _wake.wait(FLUSH_SECONDS)
+        _wake.clear()
+        if _auto:
+            flush()
+
+
+atexit.register(flush)
 
 
 class _Bound:
@@ -25,10 +79,7 @@ class _Bound:
         self._field = counter.name + "|" + "|".join(values)
 
     def inc(self, amount: int = 1) -> None:
-        try:
-            redis_client.shared().hincrby(HASH, self._field, amount)
-        except (redis.RedisError, RuntimeError, OSError):
-            log.debug("metrics unavailable", exc_info=True)
+        _add(self._field, amount)
 
 
 class SharedCounter:
@@ -68,6 +119,7 @@ class SharedCollector(Collector):
     """Reads the Redis hash back into Prometheus counter families."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
+        flush()  # this process's own counts too
         try:
             raw = redis_client.shared().hgetall(HASH)
         except (redis.RedisError, RuntimeError, OSError):

@@ -34,12 +34,15 @@ TRIAL_WAIT = 2.0  # seconds others wait while the half-open trial is out
 
 # KEYS: state hash, trial lease. ARGV: trial lease in ms, token, longest wait while a
 # trial is out (ms).
-# Returns {state, wait_ms}: 0 closed, 1 half-open (this caller holds the trial), 2 open.
+# Returns {state, wait_ms, failures}: 0 closed, 1 half-open (this caller holds the
+# trial), 2 open; failures in a row so far (closed only).
 _ALLOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if open_until == 0 then return {0, 0} end
+if open_until == 0 then
+  return {0, 0, tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')}
+end
 if now < open_until then return {2, open_until - now} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return {1, 0} end
 -- the trial is out: look again soon (it may close the breaker in a moment)
@@ -118,6 +121,7 @@ class Decision:
     allowed: bool
     state: State
     wait: float = 0.0  # seconds until the cool-down ends (or the trial lease lapses)
+    failures: int = 0  # failures in a row when it was decided (closed)
 
     @property
     def trial(self) -> bool:
@@ -171,14 +175,14 @@ class Breaker:
     def allow(self) -> Decision:
         """Closed: go. Open: wait. Half-open: the first caller gets the trial, others wait."""
         try:
-            state, wait_ms = self._run(
+            state, wait_ms, *failures = self._run(
                 _ALLOW, [int(self.trial_lease * 1000), "trial", int(TRIAL_WAIT * 1000)]
             )
         except (redis.RedisError, OSError, RuntimeError):
             log.warning("breaker of %s unavailable; letting the call through", self.provider)
             return Decision(True, "closed")
         if int(state) == 0:
-            return Decision(True, "closed")
+            return Decision(True, "closed", failures=int(failures[0]) if failures else 0)
         if int(state) == 1:
             return Decision(True, "half_open")
         return Decision(False, "open", int(wait_ms) / 1000)
@@ -202,8 +206,15 @@ class Breaker:
             return Snapshot("open", int(count), self.cooldown)
         return None
 
-    def record_success(self) -> bool:
-        """The gateway answered. Returns True when this closed an open (half-open) breaker."""
+    def record_success(self, allowed: Decision | None = None) -> bool:
+        """The gateway answered. Returns True when this closed an open (half-open) breaker.
+
+        `allowed`: the decision this call went out under. Closed with no failures
+        counted, a success changes nothing, so nothing is written (no round trip: the
+        usual send pays one breaker call, not two). A failure another worker counted
+        meanwhile is then reset by the next success that finds it."""
+        if allowed is not None and allowed.state == "closed" and allowed.failures == 0:
+            return False
         try:
             closed = bool(int(self._run(_SUCCESS, [])))
         except (redis.RedisError, OSError, RuntimeError):

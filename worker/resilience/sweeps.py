@@ -45,7 +45,7 @@ class TickResult:
     expired_reports: int = 0
 
 
-SendQueue = Callable[[Sequence[str]], None]
+SendQueue = Callable[..., None]  # (ids, *, priority)
 PollQueue = Callable[[str, Sequence[str]], None]
 NotifyQueue = Callable[[Sequence[int]], None]
 
@@ -155,15 +155,15 @@ def _queue_due_sends(queue_send: SendQueue) -> int:
     """Queue rows whose `next_attempt_at` has passed; push it on so the next tick skips them."""
     later = utcnow() + timedelta(seconds=get_settings().sweep_after_seconds)
     leased = _lease_due(Status.QUEUED, "next_attempt_at", later)
-    groups: dict[tuple[str, str, str | None], list[str]] = {}
+    groups: dict[tuple[str, str, str, str | None], list[str]] = {}
     for row in leased:
-        groups.setdefault((row.provider, row.text, row.sender), []).append(row.id)
-    for (provider, _t, _s), ids in groups.items():
+        groups.setdefault((row.provider, row.priority, row.text, row.sender), []).append(row.id)
+    for (provider, priority, _t, _s), ids in groups.items():
         size = limits_for(provider).max_batch
         for start in range(0, len(ids), size):
             chunk = ids[start : start + size]
             try:
-                queue_send(chunk)
+                queue_send(chunk, priority=priority)
             except Exception:  # broker down: the rows stay queued, due again shortly
                 log.warning("could not queue %d due send(s)", len(chunk), exc_info=True)
                 _give_back(chunk, "next_attempt_at", later)

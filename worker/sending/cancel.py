@@ -12,9 +12,12 @@ from worker.gateways.spec import CancelsScheduled
 from worker.store.transitions import move
 
 
-def cancel_message(message_id: str) -> MessageStatus:
+def cancel_message(
+    message_id: str, *, source: str = "cli", note: str = "cancelled"
+) -> MessageStatus:
     """Scheduled or queued in the store: cancelled there. Handed to a gateway outbox
-    and not yet due: removed from the outbox first, then marked cancelled."""
+    and not yet due: removed from the outbox first, then marked cancelled. `source`
+    and `note` go into the status event (the dashboard names its user there)."""
     with db.reachable("nothing was cancelled"), db.session() as s:
         known = isinstance(message_id, str) and "\x00" not in message_id  # see api.cancel
         row = s.get(Message, message_id.strip()) if known else None
@@ -27,7 +30,7 @@ def cancel_message(message_id: str) -> MessageStatus:
             and row.provider_message_id is not None
         )
     if not in_outbox or row is None:
-        return cancel(message_id, source="cli")
+        return cancel(message_id, source=source, note=note)
     adapter = get_adapter(row.provider)
     if not isinstance(adapter, CancelsScheduled):
         raise InvalidMessage("id", f"{row.provider} cannot remove a message from its outbox")
@@ -43,7 +46,8 @@ def cancel_message(message_id: str) -> MessageStatus:
             s,
             fresh,
             Status.FAILED,
-            source="cli",
+            source=source,
+            note=note,
             error=f"cancelled: removed from the {row.provider} outbox",
         )
         s.commit()

@@ -30,7 +30,7 @@ from worker.sending.decisions import (
 )
 from worker.sending.outcome import Requeue, SendOutcome
 from worker.store.transitions import Move, load_rows, move, move_many, record_event
-from worker.tracking.dlr import adopt_early_reports
+from worker.tracking.dlr import adopt_early_reports_of
 from worker.tracking.polling import first_poll_at
 
 log = logging.getLogger("smsq.sending")
@@ -48,15 +48,26 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
 
 
 def _store_results(
-    provider: str, rows: list[Message], results: list[SendResult], outcome: SendOutcome
+    provider: str,
+    rows: list[Message],
+    results: list[SendResult],
+    outcome: SendOutcome,
+    *,
+    fresh: bool = False,
 ) -> None:
     """The gateway's answer, per message: accepted (the usual case, one UPDATE for the
-    batch), held in its outbox, refused, or missing from the answer."""
+    batch), held in its outbox, refused, or missing from the answer.
+
+    `fresh`: `rows` are as the claim returned them, untouched since: they are used as
+    they are instead of read again (every UPDATE is still conditional on the status).
+    A try after a failed one reads them again: the failed try changed them in memory."""
     by_ref = {r.ref: r for r in results}
     now = utcnow()
     accepted: list[Move] = []
     with db.session() as s:
-        for row in load_rows(s, [r.id for r in rows]):
+        if fresh:
+            s.add_all(rows)  # no statement: they join this session as they are
+        for row in rows if fresh else load_rows(s, [r.id for r in rows]):
             result = by_ref.get(row.id)
             _attempt_event(s, row, _attempt_outcome(provider, result))
             if result is None:
@@ -72,9 +83,7 @@ def _store_results(
                 _refused(s, row, result)
                 outcome.rejected += 1
         outcome.sent += move_many(s, Status.SENT, accepted, source="worker")
-        for m in accepted:
-            if m.row.status == Status.SENT.value:
-                adopt_early_reports(s, m.row)
+        adopt_early_reports_of(s, [m.row for m in accepted if m.row.status == Status.SENT.value])
         s.commit()
 
 

@@ -23,6 +23,7 @@ batch still breaks off before its request, its rows go back to `queued`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -32,7 +33,6 @@ from functools import partial
 
 import redis
 from sqlalchemy import update
-from sqlmodel import select
 
 from producer import db
 from producer.api import gateway_schedules
@@ -40,6 +40,7 @@ from producer.limits import limits_for
 from producer.models import Message, utcnow
 from producer.settings import get_settings, provider_settings
 from producer.status import Status
+from producer.traffic import NORMAL, RANK
 from worker.gateways.base import (
     OutgoingMessage,
     PermanentProviderError,
@@ -50,7 +51,7 @@ from worker.gateways.base import (
 from worker.gateways.registry import get_adapter
 from worker.ops import metrics
 from worker.resilience import backoff, liveness
-from worker.resilience.breaker import Breaker
+from worker.resilience.breaker import Breaker, Decision
 from worker.resilience.ratelimit import limiter_for
 from worker.sending import copy_window, guard
 from worker.sending.decisions import expired_ids
@@ -72,7 +73,10 @@ from worker.tracking.callback_urls import dlr_url_for
 log = logging.getLogger("smsq.sending")
 
 # Waits for a rate-limit slot up to this long happen in the task; longer ones re-queue.
-MAX_RATE_WAIT = 1.0
+# Long enough that a backlog waits at the limiter (where priorities are kept) rather
+# than churning through the broker: a hand-back costs store writes, and a countdown
+# task waits in a worker's memory, where it would sit in front of a one-time code.
+MAX_RATE_WAIT = 10.0
 
 # The claim is tried again for this long while the store is down; then the task is
 # queued again after CLAIM_REQUEUE_SECONDS (the rows stay `queued`, nothing is lost).
@@ -168,15 +172,13 @@ def _transient(exc: BaseException) -> bool:
 
 def _claim(ids: list[str], token: str, retake: bool) -> list[Message]:
     """`queued -> sending` under `token` for those of `ids` no other claim has; the
-    claimed rows. They are read after the commit, so SQLite's write lock is held for
-    the UPDATE alone; if the store fails between the two, the retry (`retake`) finds
-    the rows this claim already holds by its token."""
+    claimed rows, as the claim's UPDATE returned them (no second read). If the store
+    fails before the commit's answer arrives, the retry (`retake`) finds the rows this
+    claim already holds by its token."""
     with db.session() as s:
         claimed = claim_many(s, ids, utcnow(), token, retake=retake)
         s.commit()
-        if not claimed:
-            return []
-        return list(s.exec(select(Message).where(Message.id.in_(claimed))))  # type: ignore[union-attr]
+        return claimed
 
 
 def _unclaim(rows: list[Message]) -> None:
@@ -255,6 +257,7 @@ class _Batch:
     adapter: ProviderAdapter
     breaker: Breaker
     trial: bool = False
+    allowed: Decision | None = None  # the breaker's decision this request goes under
 
 
 def _send_batch(
@@ -301,7 +304,7 @@ def _gate(batch: _Batch) -> bool:
         _divert_durably(batch, batch.rows, f"{provider} account blocked: {block}", None)
         return False
     decision = batch.breaker.allow()
-    batch.trial = decision.trial
+    batch.trial, batch.allowed = decision.trial, decision
     if not decision.allowed:
         # A row whose answer was lost goes now: the gateway refuses a copy only for a
         # while (`_past_duplicate_window`), so after the cool-down a resend could be
@@ -340,7 +343,8 @@ def _divert_durably(batch: _Batch, rows: list[Message], reason: str, wait: float
 
 def _take_rate_slot(batch: _Batch) -> bool:
     """A slot of the gateway's global rate, or the rows handed back for the wait."""
-    wait = _rate_wait(batch.provider)
+    rank = min(RANK.get(r.priority, RANK[NORMAL]) for r in batch.rows)
+    wait = _rate_wait(batch.provider, rank)
     if wait <= 0:
         return True
     if batch.trial:
@@ -388,7 +392,7 @@ def _on_retryable(batch: _Batch, exc: RetryableProviderError, requested_at: date
 
 def _on_permanent(batch: _Batch, exc: PermanentProviderError) -> None:
     metrics.SEND_ERRORS.labels(batch.provider, "permanent").inc()
-    closed = batch.breaker.record_success()  # the gateway answered: it is up
+    closed = batch.breaker.record_success(batch.allowed)  # the gateway answered: it is up
     store_retry.durably("storing a failure", partial(_fail, batch.rows, str(exc), raw=exc.raw))
     batch.outcome.failed += len(batch.rows)
     if closed:
@@ -409,12 +413,13 @@ def _on_surprise(batch: _Batch, exc: Exception) -> None:
 def _on_answer(batch: _Batch, results: list[SendResult]) -> None:
     provider, rows = batch.provider, batch.rows
     metrics.SEND_REQUESTS.labels(provider).inc()
-    closed = batch.breaker.record_success()
-    _durably(
-        "storing the gateway's answer",
-        lambda c: _store_results(provider, rows, results, c),
-        batch.outcome,
-    )
+    closed = batch.breaker.record_success(batch.allowed)
+    tries = itertools.count()
+
+    def store(counts: SendOutcome) -> None:  # the claimed rows as they are, on a first try
+        _store_results(provider, rows, results, counts, fresh=next(tries) == 0)
+
+    _durably("storing the gateway's answer", store, batch.outcome)
     if closed:
         _breaker_event(rows, f"circuit breaker of {provider} closed: the trial batch went through")
 
@@ -455,13 +460,14 @@ def _resend_is_safe(adapter: ProviderAdapter, rows: list[Message]) -> bool:
     return longest_wait + settings.tick_seconds < window / 2
 
 
-def _rate_wait(provider: str) -> float:
-    """Take a slot of the provider's global limit (0), or the wait still due after
-    MAX_RATE_WAIT. The slot stays taken until one window after the gateway's answer,
-    which the adapter's HTTP client stamps (see worker.resilience.ratelimit)."""
+def _rate_wait(provider: str, rank: int) -> float:
+    """Take a slot of the provider's global limit (0) as a request of `rank` (high
+    first), or the wait still due after MAX_RATE_WAIT. The slot stays taken until one
+    window after the gateway's answer, which the adapter's HTTP client stamps (see
+    worker.resilience.ratelimit)."""
     settings = provider_settings(provider)
     if not settings.rate_limit:
         return 0.0
     limiter = limiter_for(provider, settings.rate_limit, hold=settings.timeout_seconds + 1)
     limiter.stamp_responses_of(get_adapter(provider)._client)
-    return limiter.acquire(MAX_RATE_WAIT)
+    return limiter.acquire(MAX_RATE_WAIT, rank)

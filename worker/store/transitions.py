@@ -300,9 +300,10 @@ def _move_group(
 
 def claim_many(
     s: Session, ids: list[str], now: datetime, token: str | None = None, *, retake: bool = False
-) -> list[str]:
+) -> list[Message]:
     """`queued -> sending` for the rows of `ids` still queued, in one UPDATE, under the
-    claim `token`; the ids claimed (a row another task has is left out). See `claim`.
+    claim `token`; the rows claimed, in the order of `ids`, as the UPDATE returned them
+    (a row another task has is left out). See `claim`.
 
     `retake`: also the rows already `sending` under `token`, when an earlier try of this
     claim may have committed without the worker hearing so (the store failed between
@@ -310,27 +311,26 @@ def claim_many(
     """
     if not ids:
         return []
-    taken_again = _own_claims(s, ids, token) if retake and token else []
-    wanted = [i for i in ids if i not in set(taken_again)]
-    claimed = _claim_queued(s, wanted, now, token) if wanted else set()
-    return [i for i in ids if i in claimed or i in taken_again]
+    taken_again = _own_claims(s, ids, token) if retake and token else {}
+    wanted = [i for i in ids if i not in taken_again]
+    claimed = _claim_queued(s, wanted, now, token) if wanted else {}
+    found = claimed | taken_again
+    return [found[i] for i in ids if i in found]
 
 
-def _own_claims(s: Session, ids: list[str], token: str) -> list[str]:
-    return list(
-        s.connection()
-        .execute(
-            select(Message.id).where(
-                Message.id.in_(ids),  # type: ignore[union-attr]
-                Message.status == Status.SENDING.value,
-                Message.claim_token == token,
-            )
-        )
-        .scalars()
+def _own_claims(s: Session, ids: list[str], token: str) -> dict[str, Message]:
+    """The rows of `ids` this claim already holds."""
+    query = select(Message).where(
+        Message.id.in_(ids),  # type: ignore[union-attr]
+        Message.status == Status.SENDING.value,
+        Message.claim_token == token,
     )
+    return {row.id: row for row in s.exec(query)}
 
 
-def _claim_queued(s: Session, ids: list[str], now: datetime, token: str | None) -> set[str]:
+def _claim_queued(
+    s: Session, ids: list[str], now: datetime, token: str | None
+) -> dict[str, Message]:
     claimer = liveness.ensure_heartbeat()
     if s.get_bind().dialect.name == "postgresql":
         # Row locks first, in id order: one UPDATE locks its rows in the order its plan
@@ -342,26 +342,26 @@ def _claim_queued(s: Session, ids: list[str], now: datetime, token: str | None) 
             .order_by(Message.id)
             .with_for_update()
         )
-    claimed = set(
-        s.connection()
-        .execute(
-            update(Message)
-            .where(
-                Message.id.in_(ids),  # type: ignore[union-attr]
-                Message.status == Status.QUEUED.value,
-            )
-            .values(
-                status=Status.SENDING.value,
-                claimed_at=now,
-                claimed_by=claimer,
-                claim_token=token,
-                updated_at=now,
-                attempts=Message.attempts + 1,
-            )
-            .returning(Message.id)
+    # RETURNING the whole rows: no second read, and SQLite's write lock is held for
+    # this one UPDATE alone.
+    statement = (
+        update(Message)
+        .where(
+            Message.id.in_(ids),  # type: ignore[union-attr]
+            Message.status == Status.QUEUED.value,
         )
-        .scalars()
+        .values(
+            status=Status.SENDING.value,
+            claimed_at=now,
+            claimed_by=claimer,
+            claim_token=token,
+            updated_at=now,
+            attempts=Message.attempts + 1,
+        )
+        .returning(Message)
     )
+    options = {"synchronize_session": False}
+    claimed = {row.id: row for row in s.scalars(statement, execution_options=options)}
     for message_id in ids:
         if message_id in claimed:
             record_event(

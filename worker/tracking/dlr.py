@@ -173,19 +173,29 @@ def adopt_early_reports(s: Session, row: Message) -> int:
     gateway id, so the push was kept as an unknown-id event. Once the id is
     stored, those events are claimed for the message and applied in order.
     """
-    if not row.provider_message_id or not _may_push(row.provider):
+    return adopt_early_reports_of(s, [row])
+
+
+def adopt_early_reports_of(s: Session, rows: list[Message]) -> int:
+    """`adopt_early_reports` for a batch's rows (one provider): one SELECT for all."""
+    by_id = {
+        r.provider_message_id: r for r in rows if r.provider_message_id and _may_push(r.provider)
+    }
+    if not by_id:
         return 0
+    provider = next(iter(by_id.values())).provider
     early = s.exec(
         select(MessageEvent)
         .where(
             MessageEvent.message_id.is_(None),  # type: ignore[union-attr]
-            MessageEvent.provider == row.provider,
-            MessageEvent.provider_message_id == row.provider_message_id,
+            MessageEvent.provider == provider,
+            MessageEvent.provider_message_id.in_(list(by_id)),  # type: ignore[union-attr]
             MessageEvent.source == "push",
         )
         .order_by(MessageEvent.id)  # type: ignore[arg-type]
     ).all()
     for event in early:
+        row = by_id[event.provider_message_id]
         event.message_id = row.id
         event.note = (event.note or "") + "; matched once the send was stored"
         s.add(event)

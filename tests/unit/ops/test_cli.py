@@ -32,7 +32,7 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[str]]
     monkeypatch.setenv("SMSQ_BROKER_URL", "redis://127.0.0.1:1/0")
     published: list[list[str]] = []
     monkeypatch.setattr(
-        producer_api, "publish_send", lambda ids, countdown=None: published.append(list(ids))
+        producer_api, "publish_send", lambda ids, countdown=None, **_: published.append(list(ids))
     )
     reload_settings()
     db.reset_engine()

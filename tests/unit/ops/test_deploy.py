@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from producer import settings as smsq_settings
+from producer.queues import WORKER_QUEUES
 from worker.gateways import registry
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,8 +97,8 @@ def signature(command: str | list[str]) -> tuple[str, ...]:
         sub = rest[0] if rest else ""
         sig: tuple[str, ...] = (program, str(app), sub)
         if sub == "worker":
-            queues = sorted((option(args, "-Q", "--queues") or "").split(","))
-            sig += (str(option(args, "-P", "--pool")), ",".join(queues), str("-E" in args))
+            queues = option(args, "-Q", "--queues") or ""  # in order: the order is priority
+            sig += (str(option(args, "-P", "--pool")), queues, str("-E" in args))
         if sub == "beat":
             sig += (str(option(args, "-S", "--scheduler")),)
         return sig
@@ -157,7 +158,7 @@ def test_procfile_commands() -> None:
         "worker.celery_app",
         "worker",
         "threads",
-        "callbacks,maintenance,poll,send",
+        WORKER_QUEUES,  # maintenance,send_high,callbacks,poll,send,send_bulk
         "True",
     )
     assert "-A worker.celery_app beat" in entries["beat"]

@@ -188,7 +188,9 @@ def published(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[list[s
     reload_settings()
     db.reset_engine()
     calls: list[str] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.extend(ids))
+    monkeypatch.setattr(
+        producer_api, "publish_send", lambda ids, countdown=None, **_: calls.extend(ids)
+    )
     yield calls
     monkeypatch.undo()
     reload_settings()

@@ -32,7 +32,9 @@ def published(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[s
         SMSQ_RECIPIENT_LIMIT="off",
     )
     calls: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.append(ids))
+    monkeypatch.setattr(
+        producer_api, "publish_send", lambda ids, countdown=None, **_: calls.append(ids)
+    )
     yield calls
     restore(monkeypatch)
 

@@ -55,7 +55,7 @@ def served(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[Served]:  # ty
     )
     published: list[list[str]] = []
     monkeypatch.setattr(
-        producer_api, "publish_send", lambda ids, countdown=None: published.append(ids)
+        producer_api, "publish_send", lambda ids, countdown=None, **_: published.append(ids)
     )
     from worker.web import app
 

@@ -37,7 +37,7 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path, real_redis: str) -> Iterat
         SMSQ_API_KEY_LIMIT="5/minute",
         SMSQ_RECIPIENT_LIMIT="off",
     )
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: None)
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None, **_: None)
     from worker.web import app
 
     with TestClient(app) as c:

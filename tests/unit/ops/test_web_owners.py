@@ -34,7 +34,7 @@ def client(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[TestClient]:  
         SMSQ_API_KEY_LIMIT="off",
         SMSQ_RECIPIENT_LIMIT="off",
     )
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: None)
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None, **_: None)
     from worker.web import app
 
     with TestClient(app) as c:

@@ -26,7 +26,7 @@ INTERNATIONAL_PREMIUM = "979123456789"
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[pytest.MonkeyPatch]:  # type: ignore[no-untyped-def]
     isolate(monkeypatch, tmp_path, SMSQ_KECCEL_TOKEN="k", SMSQ_SMSCLUB_TOKEN="s")
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: None)
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None, **_: None)
     yield monkeypatch
     restore(monkeypatch)
 

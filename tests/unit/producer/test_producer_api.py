@@ -24,12 +24,14 @@ DRC = "243851234567"
 @dataclass
 class Recorder:
     calls: list[list[str]] = field(default_factory=list)
+    priorities: list[str] = field(default_factory=list)
     error: Exception | None = None
 
-    def __call__(self, ids, countdown=None) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, ids, countdown=None, *, priority="normal") -> None:  # type: ignore[no-untyped-def]
         if self.error is not None:
             raise self.error
         self.calls.append(list(ids))
+        self.priorities.append(priority)
 
 
 @pytest.fixture
@@ -352,7 +354,7 @@ def test_get_status_bad_id(store: pytest.MonkeyPatch, bad: object) -> None:
 def _fail_second_publish(published: Recorder, store: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
 
-    def publish(ids, countdown=None) -> None:  # type: ignore[no-untyped-def]
+    def publish(ids, countdown=None, **_) -> None:  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 2:
             raise ConnectionError("down")
@@ -413,6 +415,7 @@ def test_a_cancel_takes_the_one_road_event_metric_and_app_callback(
     mid = send_sms(DRC, "cancel me", provider="keccel", callback_url="https://app.example/cb")
     st = producer_api.cancel(mid)
     assert (st.status, st.error) == ("failed", "cancelled")
+    metrics.flush()
     counted = {k.decode(): int(v) for k, v in fake.hgetall(metrics.HASH).items()}
     assert counted.get("smsq_messages|keccel|failed") == 1
     with db.session() as s:
@@ -426,6 +429,7 @@ def test_a_cancel_takes_the_one_road_event_metric_and_app_callback(
     assert (event.old_status, event.note, event.source) == ("queued", "cancelled", "producer")
     with pytest.raises(InvalidMessage, match="only scheduled or queued"):
         producer_api.cancel(mid)  # final now: nothing changes, nothing is counted again
+    metrics.flush()
     assert int(fake.hget(metrics.HASH, "smsq_messages|keccel|failed") or 0) == 1
 
 

@@ -29,7 +29,9 @@ A, B = "243851234567", "243851234568"
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.append(ids))
+    monkeypatch.setattr(
+        producer_api, "publish_send", lambda ids, countdown=None, **_: calls.append(ids)
+    )
     return calls
 
 

@@ -33,7 +33,9 @@ CB = "https://app.example/cb"
 def published(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[str]]]:  # type: ignore[no-untyped-def]
     isolate(monkeypatch, tmp_path, SMSQ_KECCEL_TOKEN="k", SMSQ_RECIPIENT_LIMIT="off")
     calls: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids, countdown=None: calls.append(ids))
+    monkeypatch.setattr(
+        producer_api, "publish_send", lambda ids, countdown=None, **_: calls.append(ids)
+    )
     yield calls
     restore(monkeypatch)
 
@@ -74,6 +76,7 @@ def test_a_message_to_a_suppressed_number_is_rejected_by_the_one_road(  # type: 
         (None, "queued"),
         ("queued", "rejected"),
     ]
+    metrics.flush()
     assert int(counted.hget(metrics.HASH, "smsq_messages|keccel|rejected") or 0) == 1
 
 

@@ -220,7 +220,7 @@ def test_a_batch_that_breaks_off_releases_its_claims_and_raises(
     gateway = Gateway()
     monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
 
-    def store_down(*args: object) -> None:
+    def store_down(*args: object, **kwargs: object) -> None:
         raise OSError("disk I/O error")
 
     monkeypatch.setattr(sending, "_store_results", store_down)

@@ -99,7 +99,7 @@ def test_a_validity_that_runs_out_waiting_for_the_rate_slot_is_not_sent(
 ) -> None:
     mid = add_row(ttl=1, expires_at=at(0.2))
 
-    def slow_slot(provider: str) -> float:  # the slot comes after the validity ends
+    def slow_slot(provider: str, rank: int) -> float:  # the slot comes after the validity ends
         time.sleep(0.3)
         return 0.0
 
@@ -120,7 +120,7 @@ def test_the_tick_expires_waiting_rows_past_their_ttl_instead_of_queueing_them(
     due_fresh = add_row(status="queued", next_attempt_at=at(-1), ttl=600, expires_at=at(600))
     scheduled_fresh = add_row(status="scheduled", send_at=at(-1), ttl=600, expires_at=at(599))
     queued: list[list[str]] = []
-    result = sweeps.tick(lambda ids: queued.append(list(ids)), lambda p, ids: None)
+    result = sweeps.tick(lambda ids, **_: queued.append(list(ids)), lambda p, ids: None)
     assert result.expired == 2
     for mid in (due_stale, retry_stale):
         assert row(mid).status == Status.EXPIRED.value

@@ -126,7 +126,8 @@ def fill() -> dict[str, str]:
 
 def every_read_path(ids: dict[str, str]) -> None:
     """What runs again and again whatever the history: the tick, a scrape, status
-    reads, the burn rate, pushed reports (one known, one not), a retention run."""
+    reads, the burn rate, pushed reports (one known, one not), a retention run, the
+    dashboard's waiting and uncertain rows."""
     from worker.web import prometheus_metrics
 
     sweeps.tick(lambda _ids: None, lambda _p, _ids: None, lambda _ids: None)
@@ -140,6 +141,10 @@ def every_read_path(ids: dict[str, str]) -> None:
     dlr.apply_push("keccel", [report, unknown])
     dlr.expire_unmatched_reports()
     retention.run(sleep=False)
+    from worker.ui import queries as ui
+
+    ui.waiting_by_priority()  # the dashboard's own reads of the moving rows
+    ui.uncertain_sends()
 
 
 def captured(run: Callable[[], None]) -> list[tuple[str, Any]]:

@@ -68,7 +68,7 @@ def test_claim_many_claims_queued_rows_once_each(store: None) -> None:
         move(s, load_rows(s, [ids[3]])[0], Status.FAILED, source="test")
         s.commit()
     with db.session() as s:
-        assert claim_many(s, [*ids, "no-such-id"], utcnow()) == ids[:3]
+        assert [r.id for r in claim_many(s, [*ids, "no-such-id"], utcnow())] == ids[:3]
         s.commit()
     with db.session() as s:
         assert claim_many(s, ids, utcnow()) == []  # a redelivered task claims nothing
@@ -85,7 +85,7 @@ def test_racing_claim_many_gives_each_row_to_one_task(store: None) -> None:
 
     def take(_: int) -> list[str]:
         with db.session() as s:
-            got = claim_many(s, ids, utcnow())
+            got = [r.id for r in claim_many(s, ids, utcnow())]
             s.commit()
             return got
 

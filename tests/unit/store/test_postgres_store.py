@@ -93,7 +93,7 @@ def pg(
 @pytest.fixture
 def published(pg: str, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids: calls.append(list(ids)))
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, **_: calls.append(list(ids)))
     return calls
 
 
@@ -460,7 +460,7 @@ def test_workers_and_ticks_racing_on_a_distant_store_never_deadlock(
     def work(i: int) -> int:
         if i < 2:  # beat
             while not done.is_set():
-                maintenance.tick(lambda b: leased.extend(b), lambda p, b: None)
+                maintenance.tick(lambda b, **_: leased.extend(b), lambda p, b: None)
             return 0
         mine = ids[:]
         rnd = random.Random(i)
@@ -527,7 +527,7 @@ def test_racing_ticks_lease_each_due_row_once(pg: str) -> None:
     queued: list[str] = []
     lock = threading.Lock()
 
-    def queue_send(ids: Sequence[str]) -> None:
+    def queue_send(ids: Sequence[str], **_: object) -> None:
         with lock:
             queued.extend(ids)
 

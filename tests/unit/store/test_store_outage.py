@@ -97,7 +97,7 @@ def dead_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list
     """Settings whose store URL points where nothing listens; publishes recorded."""
     isolate(monkeypatch, tmp_path, SMSQ_DATABASE_URL=DEAD_STORE, SMSQ_KECCEL_TOKEN="k")
     published: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, **_: published.append(list(ids)))
     yield published
     restore(monkeypatch)
 
@@ -202,7 +202,7 @@ def test_a_batch_broken_off_by_redis_before_its_request_goes_back_to_queued(
     gateway = CountingGateway()
     monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
 
-    def redis_down(provider: str) -> float:
+    def redis_down(provider: str, rank: int) -> float:
         raise redis.ConnectionError("Redis went away")
 
     monkeypatch.setattr(sending, "_rate_wait", redis_down)
@@ -226,7 +226,7 @@ def test_a_bug_before_the_request_is_not_given_back_to_loop_forever(
     """Only an outage gives rows back; any other error releases them as before."""
     monkeypatch.setattr(sending, "get_adapter", lambda name: CountingGateway())
 
-    def bug(provider: str) -> float:
+    def bug(provider: str, rank: int) -> float:
         raise KeyError("a bug")
 
     monkeypatch.setattr(sending, "_rate_wait", bug)
@@ -309,7 +309,7 @@ def test_the_producer_works_again_once_the_store_is_back(
     pg: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     published: list[list[str]] = []
-    monkeypatch.setattr(producer_api, "publish_send", lambda ids: published.append(list(ids)))
+    monkeypatch.setattr(producer_api, "publish_send", lambda ids, **_: published.append(list(ids)))
     pg.down()
     with pytest.raises(StoreUnavailable):
         send_sms(DRC, "while down", provider="keccel", idempotency_key="retry-me")
@@ -367,7 +367,7 @@ class ClaimCommitAnswerLost:
         self.armed = False
         real_claim_many = transitions.claim_many
 
-        def claim_many(*args: object, **kwargs: object) -> list[str]:
+        def claim_many(*args: object, **kwargs: object) -> list[object]:
             self.armed = True
             return real_claim_many(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -445,12 +445,12 @@ def test_a_claim_token_does_not_take_rows_another_claim_holds(sqlite_store: None
 
     ids = add_rows(2)
     with db.session() as s:
-        assert claim_many(s, ids, sending.utcnow(), "token-a") == ids
+        assert [r.id for r in claim_many(s, ids, sending.utcnow(), "token-a")] == ids
         s.commit()
     with db.session() as s:
         assert claim_many(s, ids, sending.utcnow(), "token-b", retake=True) == []
         assert claim_many(s, ids, sending.utcnow(), "token-a") == []  # not without retake
-        assert claim_many(s, ids, sending.utcnow(), "token-a", retake=True) == ids
+        assert [r.id for r in claim_many(s, ids, sending.utcnow(), "token-a", retake=True)] == ids
         s.commit()
     assert {(r.status, r.attempts, r.claim_token) for r in rows_of(ids)} == {
         ("sending", 1, "token-a")
@@ -470,7 +470,7 @@ def test_the_store_stopping_between_the_claim_and_the_request_loses_nothing(
     real_claim_many = transitions.claim_many
     state = {"armed": False, "done": False}
 
-    def claim_many(*args: object, **kwargs: object) -> list[str]:
+    def claim_many(*args: object, **kwargs: object) -> list[object]:
         state["armed"] = True
         return real_claim_many(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -493,3 +493,42 @@ def test_the_store_stopping_between_the_claim_and_the_request_loses_nothing(
     assert gateway.sent == Counter({i: 1 for i in ids})
     assert outcome.sent == 3
     assert {(r.status, r.attempts) for r in rows_of(ids)} == {("sent", 1)}
+
+
+def test_an_answer_whose_first_commit_fails_is_stored_from_a_fresh_read(
+    sqlite_store: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer's first try uses the rows as the claim returned them; it changes them
+    in memory (`sent`) and then its commit fails. The second try must read them again,
+    or it would take them for already `sent` and leave them `sending` in the store."""
+    from sqlalchemy import event
+    from sqlmodel import Session
+
+    from worker.sending import record
+
+    left = {"n": 1}
+    real = record._store_results
+
+    def failing_once(*args: object, **kwargs: object) -> None:
+        def before_commit(_session: object) -> None:
+            if left["n"] > 0:
+                left["n"] -= 1
+                raise outage()
+
+        event.listen(Session, "before_commit", before_commit)
+        try:
+            real(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            event.remove(Session, "before_commit", before_commit)
+
+    monkeypatch.setattr(sending, "_store_results", failing_once)
+    gateway = CountingGateway()
+    monkeypatch.setattr(sending, "get_adapter", lambda name: gateway)
+    ids = add_rows(3)
+    outcome = sending.send_messages(ids, lambda r, c: None)
+    assert left["n"] == 0  # the first commit did fail
+    assert gateway.sent == Counter({i: 1 for i in ids})
+    assert outcome.sent == 3
+    rows = rows_of(ids)
+    assert {(r.status, r.attempts) for r in rows} == {("sent", 1)}
+    assert all(r.provider_message_id == f"gw-{r.id}" for r in rows)

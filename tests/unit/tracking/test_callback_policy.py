@@ -24,7 +24,7 @@ from sqlmodel import func, select
 from producer import InvalidMessage, callback_policy, db, send_sms
 from producer import api as producer_api
 from producer.models import AppNotification, Message
-from producer.queues import NOTIFY_TASK, TASK_ROUTES, WORKER_QUEUES
+from producer.queues import NOTIFY_TASK, SEND_QUEUES, TASK_ROUTES, WORKER_QUEUES
 from producer.settings import reload_settings
 from producer.status import Status
 from tests.tls_helpers import self_signed
@@ -67,7 +67,7 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[list[list[str]]
     monkeypatch.setattr(callback_policy, "resolve", fake_resolve)
     published: list[list[str]] = []
     monkeypatch.setattr(
-        producer_api, "publish_send", lambda ids, countdown=None: published.append(ids)
+        producer_api, "publish_send", lambda ids, countdown=None, **_: published.append(ids)
     )
     monkeypatch.setattr(notify, "publish", lambda ids: None)
     yield published
@@ -157,7 +157,8 @@ def test_app_callbacks_have_their_own_queue_that_every_worker_consumes() -> None
     from worker.ops.stack import Stack
 
     command = Stack(data_dir=Path("unused")).worker_command()
-    assert set(command[command.index("-Q") + 1].split(",")) == routed
+    consumed = command[command.index("-Q") + 1].split(",")
+    assert set(consumed) == routed | set(SEND_QUEUES.values())  # sends by priority
 
 
 # --- posting: a real local server ------------------------------------------------
