@@ -47,7 +47,7 @@ import redis
 from bench.costs import Costs, ProducerCounter, per_message, snapshot
 from bench.run import BENCH_ENV, Paused, sent_count, wait_until
 from producer import db, get_status, send_bulk, send_sms
-from producer.queues import broker_url
+from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
 from producer.settings import reload_settings
 from worker.ops.stack import Stack
 from worker.store.retention import mask_number, redact_batch
@@ -248,9 +248,11 @@ class Bench:
             self.stack, self.r, self.counter, self.producer_cpu, self.postmaster, closing
         )
 
-    def timed(self, enqueue: Callable[[], list[str]]) -> tuple[float, Costs]:
+    def timed(
+        self, enqueue: Callable[[], list[str]], queue: str = SEND_QUEUE
+    ) -> tuple[float, Costs]:
         """Fill the paused queue, resume, wait until all are sent: msg/s and costs."""
-        with Paused() as paused:
+        with Paused(queue) as paused:
             before = self.snap()
             self.counter.on = True
             cpu = time.thread_time()
@@ -284,7 +286,7 @@ class Bench:
                 ids += send_bulk(numbers, f"bulk {run} {q}", provider="smsclub")
             return ids
 
-        return self.timed(enqueue)
+        return self.timed(enqueue, SEND_BULK_QUEUE)
 
 
 def timings(call: Callable[[], object], n: int = SAMPLES) -> list[float]:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.run import BENCH_ENV, Paused, sent_count, wait_until
 from producer import send_bulk, send_sms
+from producer.queues import SEND_BULK_QUEUE
 from worker.ops.stack import Stack
 
 RATE = 200
@@ -219,7 +220,7 @@ def bulk_run(requests: int) -> Callable[[], tuple[int, float]]:
     def run() -> tuple[int, float]:
         tag = uuid.uuid4().hex[:6]
         ids: list[str] = []
-        with Paused() as paused:
+        with Paused(SEND_BULK_QUEUE) as paused:
             for q in range(requests):
                 numbers = [f"38067{q:03d}{i:03d}{1 + i % 7}" for i in range(100)]
                 ids += send_bulk(numbers, f"profile {tag} {q}", provider="smsclub")
