@@ -81,6 +81,8 @@ class MessageStatus:
     priority: str = NORMAL
     ttl: int | None = None
     expires_at: datetime | None = None
+    # Set once retention (SMSQ_RETENTION_DAYS) masked `to` and removed `text`.
+    redacted_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Message) -> MessageStatus:
@@ -105,6 +107,7 @@ class MessageStatus:
             priority=row.priority,
             ttl=row.ttl,
             expires_at=row.expires_at,
+            redacted_at=row.redacted_at,
         )
 
     def to_dict(self) -> dict[str, object]:

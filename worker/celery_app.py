@@ -20,8 +20,16 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from producer.queues import BALANCE_TASK, ROLLUP_TASK, TICK_TASK, broker_url, celery_config
+from producer.queues import (
+    BALANCE_TASK,
+    RETENTION_TASK,
+    ROLLUP_TASK,
+    TICK_TASK,
+    broker_url,
+    celery_config,
+)
 from producer.settings import get_settings
+from worker.store.retention import RETENTION_EVERY_SECONDS
 
 app = Celery("smsq", include=["worker.tasks"])
 app.conf.update(celery_config())
@@ -42,6 +50,12 @@ app.conf.update(
         "smsq-balance": {
             "task": BALANCE_TASK,
             "schedule": timedelta(seconds=_settings.balance_check_seconds),
+        },
+        # Its own task, not part of the tick: short batches, a budget per run
+        # (worker.store.retention); nothing to do with SMSQ_RETENTION_DAYS=0.
+        "smsq-retention": {
+            "task": RETENTION_TASK,
+            "schedule": timedelta(seconds=RETENTION_EVERY_SECONDS),
         },
     },
 )
