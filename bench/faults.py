@@ -30,7 +30,14 @@ wheel is installed) runs the suite on each, one after the other:
    outage get StoreUnavailable and are made again, as an app would, with the
    same idempotency key once the store is back;
 9. faults in three places at once: a 503 storm at SMSClub while a worker is
-   SIGKILLed with sends the gateway holds, and Redis is stopped and started.
+   SIGKILLed with sends the gateway holds, and Redis is stopped and started;
+10. kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
+   has not claimed, not restarted for TAKEOVER_DOWN_SECONDS and with the default
+   sweep (120 s): the other worker takes those tasks at its heartbeat lapse
+   (`worker.resilience.takeover`);
+11. (a second stack, on a Sentinel group of real redis-server processes: primary,
+   replica, three sentinels, `tests/sentinel.py`) kill -9 of the Redis primary
+   mid-run; the replica is promoted and every Redis user follows it.
 
 The `hosts` stack (`--store hosts`; root and iproute2) is PostgreSQL as a primary
 and a synchronous standby, and each worker a host of its own: a Linux network
@@ -57,18 +64,24 @@ ask) and prints, per fault: delivered, other final statuses, lost (a row
 stuck in queued/sending, or `sent` with a gateway id the simulator never
 issued, or without an id and not in the book), duplicated ((number, text) more
 than once in the book), the most send requests the simulator saw in any
-sliding second against the limit, and the time from the first send_sms to the
-last final status. Nothing is nudged: rows a killed worker (or an uncertain
-send) left in `sending` wait for beat to settle them by itself (about
-liveness.DEAD_AFTER after their claim, SMSQ_UNCERTAIN_SEND=reconcile); the notes
-say how many it settled and how long after their claim.
+sliding second against the limit, the seconds from the fault to the last row
+becoming final, the p99 send delay (send_sms to the gateway's book) of the
+messages caught in the fault (not yet at the gateway when it began), and the
+time from the first send_sms to the last final status. Nothing is nudged: rows
+a killed worker (or an uncertain send) left in `sending` wait for beat to settle
+them by itself (liveness.DEAD_AFTER after their claim,
+SMSQ_UNCERTAIN_SEND=reconcile); the notes say how many it settled and how long
+after their claim.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -79,8 +92,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -90,17 +104,26 @@ from sqlmodel import select
 
 from producer import StoreUnavailable, db, send_sms
 from producer.models import Message, MessageEvent
+from producer.queues import SEND_TASK
+from producer.settings import reload_settings
 from producer.status import TERMINAL, Status
 from tests import hosts as netns
 from tests.pg import EmbeddedPostgres, Replicated, replicated
 from tests.pg import available as postgres_available
 from tests.pg import start as start_postgres
-from worker.gateways.sandbox.base import Fault, ProviderSim, max_in_window
+from tests.sentinel import DOWN_AFTER_MS, SentinelGroup
+from worker import redis_client
+from worker.gateways.sandbox.base import Fault, ProviderSim, SimMessage, max_in_window
 from worker.ops.stack import Placement, Stack
+from worker.resilience import takeover
 
 RATE = 40
 STORE_DOWN_SECONDS = 10.0
 WEB_DOWN_SECONDS = 30.0  # the simulator tries a push 5 times over about 15 s
+TAKEOVER_DOWN_SECONDS = 60.0  # the killed worker stays down this long: the other takes over
+# The takeover fault runs with the default sweep, so the sweep cannot be what saves the
+# killed worker's messages (the suite's 20 s sweep would, before the heartbeat lapses).
+TAKEOVER_SWEEP_SECONDS = 120
 WORKERS = 2
 CONCURRENCY = 4
 DELIVERY_SECONDS = 1.0
@@ -145,6 +168,7 @@ class Run:
     ids: list[str] = field(default_factory=list)
     texts: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (to, text)
     started: float = 0.0
+    fault_at: float = 0.0  # when the fault began (the columns "fault -> last final", "p99")
     ended: float = 0.0
     notes: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)  # processes that exited, with log tails
@@ -159,12 +183,14 @@ class Suite:
         pg: EmbeddedPostgres | None = None,
         hosts: netns.Hosts | None = None,
         pair: Replicated | None = None,
+        group: SentinelGroup | None = None,
     ) -> None:
         self.stack = stack
         self.n = n
         self.pg = pg
         self.hosts = hosts
         self.pair = pair
+        self.group = group
         self.store = "hosts" if hosts is not None else "postgres" if pg is not None else "sqlite"
         self.batch = 0
         assert stack.sandbox is not None
@@ -286,6 +312,7 @@ class Suite:
                 else:  # `sent` without an id: lost unless the gateway has it
                     lost += copies[run.texts[r.id]] == 0
         times = sorted(self.send_requests(run, until=run.ended))
+        recovery, p99 = self.recovery(run, rows, book)
         run.row = {
             "messages": len(run.ids),
             "delivered": status[Status.DELIVERED.value],
@@ -299,6 +326,8 @@ class Suite:
             "lost": lost,
             "duplicated": sum(1 for n in copies.values() if n > 1),
             "max req/s": f"{max_in_window(times)} / {RATE}",
+            "fault -> last final": recovery,
+            "p99 send delay, caught": p99,
             "time": f"{run.ended - run.started:.0f} s",
         }
         others = {st: n for st, n in status.items() if st != Status.DELIVERED.value}
@@ -321,6 +350,33 @@ class Suite:
         for r in [r for r in rows if run.texts[r.id] in twice][:3]:
             run.notes.append(f"sent twice: {r.id} ({r.status}): " + self.history(r.id))
 
+    def recovery(self, run: Run, rows: list[Message], book: list[SimMessage]) -> tuple[str, str]:
+        """(seconds from the fault to the last row becoming final; p99 send delay of the
+        messages caught in it). Caught: not yet in the gateway's book when the fault
+        began. Send delay: from `send_sms` to the gateway taking the message (its book),
+        so it counts the wait behind the backlog as well as the fault's."""
+        if not run.fault_at:
+            return "-", "-"
+        last = max(_ts(r.updated_at) for r in rows) - run.fault_at
+        taken: dict[tuple[str, str], float] = {}
+        for m in book:
+            key = (m.to, m.text)
+            taken[key] = min(taken.get(key, m.created), m.created)
+        delays = sorted(
+            taken[run.texts[r.id]] - _ts(r.created_at)
+            for r in rows
+            if run.texts[r.id] in taken and taken[run.texts[r.id]] >= run.fault_at
+        )
+        if not delays:
+            return f"{last:.0f} s", "-"
+        p99 = delays[min(len(delays) - 1, math.ceil(0.99 * len(delays)) - 1)]
+        run.notes.append(
+            f"{len(delays)} message(s) caught (not at the gateway when the fault began): "
+            f"send delay p50 {delays[len(delays) // 2]:.1f} s, p99 {p99:.1f} s, "
+            f"max {delays[-1]:.1f} s"
+        )
+        return f"{last:.0f} s", f"{p99:.1f} s"
+
     def history(self, mid: str) -> str:
         """A message's events, as seconds from its first one: what happened when."""
         with db.session() as s:
@@ -335,6 +391,34 @@ class Suite:
             f"{(e.note or '')[:90]}".strip()
             for e in events
         )
+
+    @contextlib.contextmanager
+    def settings(self, **overrides: str) -> Iterator[None]:
+        """Workers and beat (and this process) run with `overrides` inside the block:
+        they are stopped (SIGTERM, a warm shutdown), started again with them, and again
+        with the suite's own settings after it."""
+
+        def respawn(env: dict[str, str | None]) -> None:
+            names = [*self.stack.worker_names, *self.stack.beat_names]
+            for name in names:
+                self.stack.kill(name, signal.SIGTERM)
+            for key, value in env.items():
+                for target in (os.environ, self.stack.env):
+                    if value is None:
+                        target.pop(key, None)
+                    else:
+                        target[key] = value
+            reload_settings()
+            for name in names:
+                self.stack.restart(name)
+            self.stack.wait_ready()
+
+        before = {key: os.environ.get(key) for key in overrides}
+        respawn(dict(overrides))
+        try:
+            yield
+        finally:
+            respawn(before)
 
     def start(self, name: str, provider: str) -> Run:
         self.batch += 1
@@ -364,6 +448,7 @@ class Suite:
         self.send(run, self.n)
         self.wait_requests(run, self.n // 3)
         threads, sending = self.hold_every_thread(run)
+        run.fault_at = time.time()
         self.stack.kill("w1")
         self.stack.restart("w1")
         run.notes.append(
@@ -371,6 +456,89 @@ class Suite:
             "w1 restarted at once"
         )
         self.wait_final(run)
+        return run
+
+    def worker_takeover(self) -> Run:
+        """kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
+        has not claimed (prefetched, or started and waiting for the store's lock), and
+        no restart for TAKEOVER_DOWN_SECONDS: the other worker takes those tasks at the
+        killed one's heartbeat lapse (`worker.resilience.takeover`); the rows it had
+        claimed are settled by beat (`reconcile`, KING SMS PRO's lookup)."""
+        with self.settings(SMSQ_SWEEP_AFTER_SECONDS=str(TAKEOVER_SWEEP_SECONDS)):
+            return self._worker_takeover()
+
+    def _worker_takeover(self) -> Run:
+        run = self.start(
+            f"worker SIGKILL, no restart, sweep {TAKEOVER_SWEEP_SECONDS} s: takeover", "kingsms"
+        )
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 4)
+        pid = self.stack.processes["w1"].pid
+        deadline = time.monotonic() + 20
+        owner, held = None, set()
+        while time.monotonic() < deadline:
+            os.killpg(pid, signal.SIGSTOP)  # frozen where it stands: what it holds is exact
+            owner = reserving_owner(pid)
+            held = held_unclaimed(owner) if owner else set()
+            if held:
+                break
+            os.killpg(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        claimed = claimed_by(owner) if owner else 0
+        run.fault_at = time.time()
+        self.stack.kill("w1")
+        put_back = None
+        while time.time() < run.fault_at + TAKEOVER_DOWN_SECONDS:
+            if put_back is None and owner and not is_reserving(owner):
+                put_back = time.time() - run.fault_at
+            time.sleep(0.2)
+        self.stack.restart("w1")
+        with db.session() as s:
+            rows = s.exec(select(Message).where(Message.id.in_(list(held)))).all()  # type: ignore[union-attr]
+        final_after = max((_ts(r.updated_at) - run.fault_at for r in rows), default=0.0)
+        run.notes.append(
+            f"kill -9 w1 holding {len(held)} unclaimed message(s) in its tasks and "
+            f"{claimed} claimed row(s) sending; its tasks put back "
+            + (f"{put_back:.0f} s after the kill (heartbeat lapse)" if put_back else "never")
+            + f", those messages final {final_after:.0f} s after it; w1 restarted after "
+            f"{TAKEOVER_DOWN_SECONDS:.0f} s"
+        )
+        self.wait_final(run)
+        return run
+
+    def redis_failover(self) -> Run:
+        """(A stack on a Sentinel group: primary, replica, three sentinels.) SIGKILL of
+        the Redis primary mid-run, ten send_sms during the failover; the sentinels
+        promote the replica. Every Redis user must follow the new master, the rate
+        limiter must not grant past the limit on a master that may lack the last
+        grants, and no worker or beat may exit (a process that does is restarted,
+        as a supervisor would, and noted)."""
+        assert self.group is not None
+        run = self.start("Redis primary SIGKILL, Sentinel failover", "smsclub")
+        during = min(10, self.n // 10)
+        self.send(run, self.n - during)
+        self.wait_requests(run, self.n // 3)
+        old = self.group.master_port()
+        run.fault_at = time.time()
+        self.group.kill_primary()
+        self.send(run, during, offset=self.n - during)  # the app goes on calling send_sms
+        promoted = self.group.wait_promoted(old)
+        run.notes.append(
+            f"kill -9 of the Redis primary; the replica promoted {promoted:.1f} s later "
+            f"(3 sentinels, quorum 2, down after {DOWN_AFTER_MS} ms); {during} send_sms "
+            "during the failover"
+        )
+        self.wait_final(run, revive=True)
+        logs = self.stack.data_dir / "logs"
+        held = sum(
+            path.read_text(errors="replace").count("the Redis master changed")
+            for path in logs.glob("w*.log")
+        )
+        exited = [note for note in run.notes if "exited" in note]
+        run.notes.append(
+            f"{held} worker process(es) saw the master change and held rate-limit grants "
+            f"one window; {'no worker or beat exited' if not exited else 'see the exits above'}"
+        )
         return run
 
     def compound(self) -> Run:
@@ -381,6 +549,7 @@ class Suite:
         run = self.start("503 storm + SIGKILL + Redis restart", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         threads, sending = self.hold_every_thread(run, Fault(status=503, times=50))
         self.stack.kill("w1")
         self.stack.stop_redis()
@@ -400,6 +569,7 @@ class Suite:
         during = min(10, self.n // 10)
         self.send(run, self.n - during)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         self.stack.stop_redis()
         down = time.monotonic()
         self.send(run, during, offset=self.n - during)  # rows kept, queued by the sweep
@@ -417,6 +587,7 @@ class Suite:
         sim = self.sims["smsclub"]
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         sim.add_fault(Fault(status=504, body="late", delay=4.0, times=15))
         # Answers after 4 s against a 2 s timeout: the gateway has the message, its
         # answer is lost (an uncertain send; SMSClub refuses a copy within 2 min: 453).
@@ -437,6 +608,7 @@ class Suite:
         run = self.start("5xx storm (50 x 503)", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         self.sims["smsclub"].add_fault(Fault(status=503, times=50))
         self.wait_final(run)
         return run
@@ -447,6 +619,7 @@ class Suite:
         self.send(run, self.n)
         for share in (0.2, 0.5, 0.8):
             self.wait_requests(run, int(self.n * share))
+            run.fault_at = run.fault_at or time.time()
             sim.add_fault(
                 Fault(status=429, body="Too Many Requests", headers={"Retry-After": "2"}, times=20)
             )
@@ -458,6 +631,7 @@ class Suite:
         run = self.start("store locked 5 s", "smsclub")
         self.send(run, self.n)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         if self.pg is not None:
             with db.get_engine().connect() as conn:
                 began = time.monotonic()
@@ -491,6 +665,7 @@ class Suite:
         during = min(10, self.n // 10)
         self.send(run, self.n - during)
         self.wait_requests(run, self.n // 3)
+        run.fault_at = time.time()
         self.pg.down()
         down = time.monotonic()
         refused: list[tuple[str, str, str]] = []
@@ -548,6 +723,7 @@ class Suite:
         pushed_before = len(sim.pushes)
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        run.fault_at = time.time()
         self.stack.kill("web")
         down = time.monotonic()
         time.sleep(WEB_DOWN_SECONDS)
@@ -734,10 +910,53 @@ class Suite:
         return found
 
 
+def reserving_owner(pid: int) -> str | None:
+    """The claim id of worker process `pid` among those holding task records."""
+    owners = [o.decode() for o in redis_client.shared().smembers(takeover.OWNERS)]
+    return next((o for o in owners if o.split(":")[-2] == str(pid)), None)
+
+
+def is_reserving(owner: str) -> bool:
+    return bool(redis_client.shared().sismember(takeover.OWNERS, owner))
+
+
+def held_unclaimed(owner: str) -> set[str]:
+    """Message ids in the tasks `owner` holds unacked whose rows are still `queued`."""
+    client = redis_client.shared()
+    ids: set[str] = set()
+    for value in client.hvals(takeover.KEY.format(owner)):
+        raw = client.hget("unacked", takeover.parse(value)[0])
+        if raw is not None:
+            payload = json.loads(raw)[0]
+            if payload["headers"].get("task") == SEND_TASK:
+                ids.update(json.loads(base64.b64decode(payload["body"]))[0][0])
+    if not ids:
+        return set()
+    with db.session() as s:
+        rows = s.exec(select(Message.id, Message.status).where(Message.id.in_(list(ids)))).all()  # type: ignore[union-attr]
+    return {mid for mid, status in rows if status == Status.QUEUED.value}
+
+
+def claimed_by(owner: str) -> int:
+    with db.session() as s:
+        return len(
+            s.exec(
+                select(Message.id).where(
+                    Message.claimed_by == owner, Message.status == Status.SENDING.value
+                )
+            ).all()
+        )
+
+
+def _ts(when: datetime) -> float:
+    """A store time (naive UTC on SQLite) as a Unix timestamp."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def print_table(runs: list[Run]) -> None:
     headers = ["store", "fault", "messages", "delivered", "final other", "sent, no report"]
     headers += ["lost", "duplicated"]
-    headers += ["max req/s seen vs limit", "time"]
+    headers += ["max req/s seen vs limit", "fault -> last final", "p99 send delay, caught", "time"]
     table = [[r.store, r.name, *(str(v) for v in r.row.values())] for r in runs]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     line = " | ".join(
@@ -764,21 +983,26 @@ PROCESS_FAULTS = [
     "store_locked",
     "web_down",
     "compound",
+    "worker_takeover",
 ]
 FAULTS = {
     "sqlite": PROCESS_FAULTS,
     "postgres": [*PROCESS_FAULTS[:6], "store_down", *PROCESS_FAULTS[6:]],
     "hosts": ["partition_short", "partition_long", "primary_lost"],
 }
+SENTINEL_FAULTS = ["redis_failover"]  # on a stack of their own, on a Sentinel group
+ALL_FAULTS = [*dict.fromkeys([f for names in FAULTS.values() for f in names]), *SENTINEL_FAULTS]
 
 
 def run_suite(
     store: str, n: int, only: list[str] | None, keep_logs: Path | None = None
 ) -> list[Run]:
-    """Every fault (or those named in `only`) on one new stack whose store is `store`;
-    `keep_logs`: where to copy the stack's process logs before it is removed."""
+    """Every fault (or those named in `only`) on new stacks whose store is `store`: one
+    on an embedded Redis, then (sqlite, postgres) one on a Sentinel group for the
+    failover. `keep_logs`: where to copy the stacks' process logs before removal."""
     names = [name for name in FAULTS[store] if not only or name in only]
-    if not names:
+    failover = [f for f in SENTINEL_FAULTS if store != "hosts" and (not only or f in only)]
+    if not names and not failover:
         return []
     for key in [k for k in os.environ if k.startswith("SMSQ_")]:
         del os.environ[key]  # a fresh stack: its own Redis, store and settings
@@ -802,22 +1026,46 @@ def run_suite(
             options["placements"] = {
                 f"w{h.index}": Placement(tuple(h.wrap([])), h.outer) for h in hosts.hosts
             }
-        tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="smsq-faults-"))
-        stack = Stack(
-            data_dir=Path(tmp),
-            delivery_seconds=DELIVERY_SECONDS,
-            workers=WORKERS,
-            worker_concurrency=CONCURRENCY,
-            extra_env=env,
-            **options,  # type: ignore[arg-type]
-        )
-        if keep_logs is not None:
-            target = keep_logs / store
-            cleanup.callback(
-                lambda: shutil.copytree(Path(tmp) / "logs", target, dirs_exist_ok=True)
-            )
-        cleanup.callback(db.reset_engine)
-        cleanup.callback(stack.stop)
+        tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="smsq-faults-")))
+        if names:
+            on = OnStack(store, tmp / "main", env, n, pg, hosts, pair, options=options)
+            runs += run_on_stack(on, names, keep_logs)
+        if failover:
+            with SentinelGroup(tmp / "sentinel") as group:
+                on = OnStack(store, tmp / "on-sentinel", env, n, pg, group=group)
+                runs += run_on_stack(on, failover, keep_logs)
+    return runs
+
+
+@dataclass
+class OnStack:
+    """Where a run of faults happens: its store, its data directory and environment,
+    and (as the store needs) PostgreSQL, network-namespace hosts, a standby pair or a
+    Sentinel group."""
+
+    store: str
+    data_dir: Path
+    env: dict[str, str]
+    n: int
+    pg: EmbeddedPostgres | None = None
+    hosts: netns.Hosts | None = None
+    pair: Replicated | None = None
+    group: SentinelGroup | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def run_on_stack(on: OnStack, faults: list[str], keep_logs: Path | None = None) -> list[Run]:
+    runs: list[Run] = []
+    stack = Stack(
+        data_dir=on.data_dir,
+        delivery_seconds=DELIVERY_SECONDS,
+        workers=WORKERS,
+        worker_concurrency=CONCURRENCY,
+        extra_env=on.env,
+        broker=on.group.url if on.group else None,
+        **on.options,  # type: ignore[arg-type]
+    )
+    try:
         try:
             stack.start()
         except RuntimeError:
@@ -826,12 +1074,20 @@ def run_suite(
         # The simulators drop a request whose client vanished (a killed worker, a
         # timeout): uvicorn logs each as a traceback, not a result.
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        suite = Suite(stack, n, pg, hosts, pair)
-        for name in names:
-            print(f"{store}: {name} ...", flush=True)
+        suite = Suite(stack, on.n, on.pg, on.hosts, on.pair, on.group)
+        for name in faults:
+            print(f"{on.store}: {name} ...", flush=True)
             run = getattr(suite, name)()
             suite.tally(run)
             runs.append(run)
+    finally:
+        if keep_logs is not None and (on.data_dir / "logs").exists():
+            target = keep_logs / on.store / on.data_dir.name
+            shutil.copytree(on.data_dir / "logs", target, dirs_exist_ok=True)
+        stack.stop()
+        for key in stack.exported:  # the next stack starts from a clean environment
+            os.environ.pop(key, None)
+        db.reset_engine()
     return runs
 
 
@@ -847,7 +1103,9 @@ def main() -> int:
         "in network namespaces; root), both (sqlite, postgres), all (the three; the "
         "default with the pgserver wheel, as root)",
     )
-    parser.add_argument("--only", nargs="*", default=None, help="fault names (all of them)")
+    parser.add_argument(
+        "--only", nargs="*", default=None, choices=ALL_FAULTS, help="fault names (all of them)"
+    )
     parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy each stack's process logs here"
     )
@@ -875,7 +1133,8 @@ def main() -> int:
     print("$ " + shlex.join(["python", "bench/faults.py", *sys.argv[1:]]))
     print(
         f"stack per store: {WORKERS} worker processes x {CONCURRENCY} threads, 1 beat, web, "
-        f"embedded Redis (AOF); stores: {', '.join(stores)} (PostgreSQL 16 embedded); "
+        f"embedded Redis (AOF), and for the failover a Sentinel group (primary, replica, "
+        f"3 sentinels); stores: {', '.join(stores)} (PostgreSQL 16 embedded); "
         f"simulators deliver after {DELIVERY_SECONDS:g}s; "
         f"{os.cpu_count()} CPUs, load average {load:.2f} at start"
     )

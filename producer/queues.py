@@ -9,7 +9,9 @@ import logging
 from functools import lru_cache
 from typing import Any
 
+from producer import sentinel
 from producer.embedded_redis import ensure_embedded_redis
+from producer.sentinel import SentinelGroup
 from producer.settings import get_settings
 
 log = logging.getLogger("smsq.queues")
@@ -109,22 +111,45 @@ def broker_url() -> str:
     return ensure_embedded_redis(settings.data_dir)
 
 
+def sentinel_group() -> SentinelGroup | None:
+    """The Sentinel group SMSQ_BROKER_URL names (its `sentinel://` form), else None."""
+    url = broker_url()
+    if not sentinel.is_sentinel(url):
+        return None
+    settings = get_settings()
+    secret = settings.redis_sentinel_password
+    return sentinel.parse(
+        url, settings.redis_sentinel_master, secret.get_secret_value() if secret else None
+    )
+
+
+BROKER_SOCKET_TIMEOUT = 10
+BROKER_CONNECT_TIMEOUT = 5
+
+
 def celery_config() -> dict[str, Any]:
     """Celery settings shared by the producer's publisher and the worker."""
     url = broker_url()
+    transport: dict[str, Any] = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # BRPOP the worker's queues in the order given to -Q, every time (the
+        # default rotates them for fairness, which lets bulk go before high).
+        "queue_order_strategy": "priority",
+        "socket_timeout": BROKER_SOCKET_TIMEOUT,
+        "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+        "retry_on_timeout": True,
+    }
+    group = sentinel_group()
+    if group is not None:  # kombu asks the sentinels for the current master
+        transport["master_name"] = group.master
+        transport["sentinel_kwargs"] = group.sentinel_kwargs(
+            BROKER_SOCKET_TIMEOUT, BROKER_CONNECT_TIMEOUT
+        )
     return {
         "broker_url": url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,
-        "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT,
-            # BRPOP the worker's queues in the order given to -Q, every time (the
-            # default rotates them for fairness, which lets bulk go before high).
-            "queue_order_strategy": "priority",
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
-            "retry_on_timeout": True,
-        },
+        "broker_transport_options": transport,
         "task_routes": TASK_ROUTES,
         "task_default_queue": SEND_QUEUE,
         "task_serializer": "json",

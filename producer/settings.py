@@ -12,10 +12,11 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from producer.sentinel import passwords as sentinel_passwords
 
 DlrMode = Literal["pull", "push", "both"]
 
@@ -60,6 +61,10 @@ class Settings(BaseSettings):
     )
 
     broker_url: str | None = None
+    # Celery's Sentinel form of the broker URL (producer.sentinel): the group's name,
+    # and the sentinels' own password when they have one.
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: SecretStr | None = None
     database_url: str | None = None
     data_dir: Path = Path("./var")
     public_url: str | None = None
@@ -140,6 +145,22 @@ class Settings(BaseSettings):
     # (unset: none), for these priorities.
     quiet_hours: str | None = None
     quiet_priorities: str = "bulk"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        from producer import sentinel
+
+        if sentinel.is_sentinel(value):
+            sentinel.parse(value or "", "mymaster")  # the form; the master is checked below
+        return value
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _check_sentinel_master(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the Sentinel group (default mymaster)")
+        return value.strip()
 
     @field_validator("api_keys")
     @classmethod
@@ -319,15 +340,14 @@ def all_secrets() -> list[str]:
     """Every configured secret, for log redaction."""
     secrets = [s for n in provider_names() for s in provider_settings(n).secret_values()]
     settings = get_settings()
-    broker_password = urlsplit(settings.broker_url or "").password
-    if broker_password:
-        secrets.append(broker_password)
+    secrets.extend(sentinel_passwords(settings.broker_url))
     from producer.embedded_redis import password_of
 
     embedded = password_of(settings.data_dir)  # the embedded Redis: a URL nobody set
     if embedded:
         secrets.append(embedded)
     for extra in (
+        settings.redis_sentinel_password,
         settings.flower_basic_auth,
         settings.ui_basic_auth,
         settings.api_keys,

@@ -11,7 +11,6 @@ beat has taken it meanwhile (so each periodic job still runs once per period).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis
@@ -26,9 +25,11 @@ _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError
 
 
 class SmsqScheduler(RedBeatScheduler):  # type: ignore[misc]
-    """redbeat's scheduler that survives Redis restarts instead of exiting."""
+    """redbeat's scheduler that survives Redis restarts instead of exiting, and stops
+    within seconds of SIGTERM even while Redis is unreachable."""
 
     _standby = False
+    _setup_pending = False
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         # Beat only ever queues maintenance (tick, balance checks, the dashboard's
@@ -38,17 +39,23 @@ class SmsqScheduler(RedBeatScheduler):  # type: ignore[misc]
         super().__init__(app, *args, **kwargs)
 
     def setup_schedule(self) -> None:
-        """Write the schedule to Redis, waiting for Redis if it is down at start."""
-        while True:
-            try:
-                super().setup_schedule()
-                return
-            except _REDIS_DOWN as exc:
+        """Write the schedule to Redis; if Redis is down at start, the first tick that
+        reaches it does (waiting here, inside the constructor, would make SIGTERM build
+        a second scheduler in its handler and wait there too)."""
+        try:
+            super().setup_schedule()
+            self._setup_pending = False
+        except _REDIS_DOWN as exc:
+            if not self._setup_pending:
                 log.warning("beat: Redis unavailable at start (%s); waiting", type(exc).__name__)
-                time.sleep(OUTAGE_RETRY_SECONDS)
+            self._setup_pending = True
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         try:
+            if self._setup_pending:
+                self.setup_schedule()
+                if self._setup_pending:
+                    return OUTAGE_RETRY_SECONDS
             needs_lock = self.lock_key and (self.lock is None or self._standby)
             if needs_lock and not self._take_lock():
                 return float(self.max_interval)
@@ -64,6 +71,19 @@ class SmsqScheduler(RedBeatScheduler):  # type: ignore[misc]
                 OUTAGE_RETRY_SECONDS,
             )
             return OUTAGE_RETRY_SECONDS
+
+    def close(self) -> None:
+        """SIGTERM: release the lock if Redis answers, and exit either way. Redis down,
+        the lock expires by itself after `redbeat_lock_timeout` (another beat then
+        takes over). Called twice by Celery (its signal handler, then `start`'s finally)."""
+        from worker.ops import shutdown
+
+        shutdown.arm("beat")
+        try:
+            super().close()
+        except (*_REDIS_DOWN, LockError) as exc:
+            log.warning("beat: lock not released (%s); it expires by itself", type(exc).__name__)
+            self.lock = None
 
     def _take_lock(self) -> bool:
         """Take the beat lock without waiting; False while another beat holds it."""

@@ -68,4 +68,8 @@ def test_the_fault_report_prints_one_consistent_row_per_fault() -> None:
         assert (row["lost"], row["duplicated"]) == ("0", "0")
         seen, limit = (int(x) for x in row["max req/s seen vs limit"].split(" / "))
         assert 0 < seen <= limit
+        recovery = float(row["fault -> last final"].removesuffix(" s"))
+        whole = float(row["time"].removesuffix(" s"))
+        assert 0 < recovery <= whole  # the fault began after the first send_sms
+        assert float(row["p99 send delay, caught"].removesuffix(" s")) > 0
     assert any("send requests at the gateway" in line for line in lines)

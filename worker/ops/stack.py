@@ -89,6 +89,7 @@ class Stack:
     beats: int = 1
     web: bool = True
     app: str = "worker.celery_app"  # the Celery app module of workers (the benchmark adds a task)
+    broker: str | None = None  # SMSQ_BROKER_URL of a Redis run elsewhere (a Sentinel group)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
     sandbox: RunningSandbox | None = None
@@ -118,7 +119,7 @@ class Stack:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        broker = os.environ.get("SMSQ_BROKER_URL")
+        broker = self.broker or os.environ.get("SMSQ_BROKER_URL")
         if not broker:
             self.started_redis = running_url(self.data_dir) is None
             broker = ensure_embedded_redis(self.data_dir, listen=self.listen)
@@ -313,8 +314,10 @@ class Stack:
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until the worker answers a ping and web answers /healthz."""
         import httpx
+        import redis
+        from kombu.exceptions import OperationalError
 
-        from producer.enqueue import publisher
+        from producer.enqueue import publisher, reset_publisher
 
         deadline = time.monotonic() + timeout
         worker_ok = web_ok = False
@@ -326,7 +329,11 @@ class Stack:
                         f"{name} exited with {proc.returncode}; see {self.data_dir}/logs/{name}.log"
                     )
             if not worker_ok:
-                worker_ok = len(publisher().control.ping(timeout=0.5) or []) >= self.workers
+                try:
+                    worker_ok = len(publisher().control.ping(timeout=0.5) or []) >= self.workers
+                except (OSError, redis.RedisError, OperationalError):  # Redis just restarted:
+                    reset_publisher()  # its pooled connections are dead; ask again
+                    worker_ok = False
             if not web_ok:
                 try:
                     web_ok = httpx.get(f"{self.web_url}/healthz", timeout=1).status_code < 500

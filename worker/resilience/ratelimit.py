@@ -174,6 +174,10 @@ class RateLimiter:
         belongs to a request still in flight, whose response will bring it nearer).
         Waiting registers `waiter` at `rank`, which holds back every worse rank."""
         self.stamp()  # this thread's previous request, if any, is over
+        window = self.window_us / 1_000_000
+        held = redis_client.failover_hold(window)  # a new master may miss the last grants
+        if held > 0:
+            return held, False
         waiter = waiter or _waiter_id()
         token = f"{os.getpid()}:{threading.get_ident()}:{next(_tokens)}"
         try:
@@ -192,6 +196,9 @@ class RateLimiter:
             )
         except redis.RedisError:  # Redis down: no slot, try again shortly
             return REDIS_DOWN_WAIT, False
+        held = redis_client.failover_hold(window)
+        if held > 0:  # the master changed during this call: its grant is not used (it
+            return held, False  # holds its slot until `hold`: the slow side)
         if int(wait_us) <= 0:
             _pending()[self.key] = (self, token)
             return 0.0, False

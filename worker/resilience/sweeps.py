@@ -3,7 +3,8 @@
 Time lives in the store, not in the broker: scheduled sends (`send_at`),
 retries (`next_attempt_at`) and polls (`next_poll_at`) are columns, and this
 tick, run every SMSQ_TICK_SECONDS, queues what is due. Rows left `queued`
-because the broker was down at enqueue are queued again here too.
+because the broker was down at enqueue are queued again here too, and the
+tasks a dead worker had reserved go back to their queues (`takeover`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import select
 
 from producer import db
@@ -23,7 +24,7 @@ from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
 from producer.traffic import expiry_error
-from worker.resilience import liveness, reconcile
+from worker.resilience import liveness, reconcile, takeover
 from worker.store.transitions import move
 from worker.tracking import dlr, notify
 
@@ -39,6 +40,7 @@ class TickResult:
     expired: int = 0
     scheduled: int = 0
     requeued: int = 0
+    taken_over: int = 0
     polls: int = 0
     uncertain: int = 0
     notifications: int = 0
@@ -57,6 +59,7 @@ def tick(
     result.expired = _expire_stale()  # before anything stale could be queued
     result.scheduled = _release_scheduled()
     result.requeued = _queue_due_sends(queue_send)
+    result.taken_over = takeover.restore_dead()
     result.polls = _queue_due_polls(queue_poll)
     result.uncertain = _settle_stuck_sending()
     if queue_notify is not None:
@@ -233,7 +236,12 @@ def _settle_stuck_sending() -> int:
                 status_is(*ACTIVE),
                 status_is(Status.SENDING.value),
                 Message.claimed_at <= dead_cutoff,  # type: ignore[operator]
-                Message.updated_at <= retry_cutoff,  # type: ignore[operator]
+                # Not asked about since the claim (the claim sets both times), or asked
+                # LOOKUP_RETRY_SECONDS ago: a failed lookup touches `updated_at`.
+                or_(
+                    Message.updated_at == Message.claimed_at,  # type: ignore[arg-type]
+                    Message.updated_at <= retry_cutoff,  # type: ignore[operator]
+                ),
             )
             .order_by(Message.claimed_at)  # type: ignore[arg-type]
             .limit(TICK_LIMIT)

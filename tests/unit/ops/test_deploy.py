@@ -217,14 +217,66 @@ def test_compose_environment() -> None:
     services = compose()["services"]
     for process in (*PROCESS_TYPES, "migrate"):
         env = services[process]["environment"]
-        assert env["SMSQ_BROKER_URL"] == (
-            "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0"
+        assert env["SMSQ_BROKER_URL"] == (  # the one Redis unless SMSQ_BROKER_URL says else
+            "${SMSQ_BROKER_URL:-redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD}@redis:6379/0}"
         )
+        assert env["SMSQ_REDIS_SENTINEL_MASTER"] == "${SMSQ_REDIS_SENTINEL_MASTER:-mymaster}"
         assert env["SMSQ_DATABASE_URL"] == "postgresql+psycopg://smsq:smsq@postgres:5432/smsq"
         for name in CREDENTIALS - {"SMSQ_FLOWER_BASIC_AUTH"}:
             assert env[name] == "${" + name + ":-}", (process, name)
     flower_auth = services["flower"]["environment"]["SMSQ_FLOWER_BASIC_AUTH"]
     assert flower_auth.startswith("${SMSQ_FLOWER_BASIC_AUTH:?")
+
+
+def compose_sentinel_url() -> str:
+    """The Sentinel broker URL the compose file's header tells you to export."""
+    [line] = [
+        line for line in COMPOSE.read_text().splitlines() if "export SMSQ_BROKER_URL=" in line
+    ]
+    return line.split("=", 1)[1].strip().strip('"').replace("${REDIS_PASSWORD}", "pw")
+
+
+def test_compose_sentinel_profile_is_a_replica_and_three_sentinels_on_redis() -> None:
+    services = compose()["services"]
+    replica = services["redis-replica"]
+    assert replica["profiles"] == ["sentinel"]
+    command = argv(replica["command"])
+    assert command[command.index("--replicaof") + 1 :][:2] == ["redis", "6379"]
+    assert command[command.index("--masterauth") + 1].startswith("${REDIS_PASSWORD:?")
+    assert "--appendonly" in command and "noeviction" in command
+    sentinels = [name for name in services if name.startswith("redis-sentinel-")]
+    assert len(sentinels) == 3
+    for name in sentinels:
+        service = services[name]
+        assert service["profiles"] == ["sentinel"]
+        script = service["command"][0]
+        assert "sentinel monitor mymaster redis 6379 2" in script  # quorum 2 of 3
+        assert "sentinel auth-pass mymaster ${REDIS_PASSWORD" in script
+        assert "--sentinel" in script and "port 26379" in script
+    primary = argv(services["redis"]["command"])
+    assert "--masterauth" in primary  # after a failover it rejoins as a replica
+
+
+def test_compose_sentinel_url_names_every_sentinel_service() -> None:
+    from producer import sentinel
+
+    group = sentinel.parse(compose_sentinel_url(), "mymaster")
+    assert {host for host, _port in group.nodes} == {
+        name for name in compose()["services"] if name.startswith("redis-sentinel-")
+    }
+    assert {port for _host, port in group.nodes} == {26379}
+    assert group.password == "pw"  # the master's, as the sentinels have none
+
+
+def test_k8s_config_shows_the_sentinel_form() -> None:
+    from producer import sentinel
+
+    (configmap,) = by_kind("ConfigMap")
+    assert configmap["data"]["SMSQ_REDIS_SENTINEL_MASTER"] == "mymaster"
+    text = (K8S / "configmap.yaml").read_text()
+    [line] = [ln for ln in text.splitlines() if 'SMSQ_BROKER_URL: "sentinel://' in ln]
+    url = line.split(":", 1)[1].strip().strip('"')
+    assert len(sentinel.parse(url, "mymaster").nodes) == 3
 
 
 # --- settings named anywhere ------------------------------------------------------

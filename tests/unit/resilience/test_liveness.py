@@ -58,7 +58,7 @@ def settled(store: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def sending_row(age: float, claimed_by: str | None, *, touched: float | None = None) -> str:
     """A row `sending` since `age` seconds ago, claimed by `claimed_by`."""
     claimed = utcnow() - timedelta(seconds=age)
-    touched_at = utcnow() - timedelta(seconds=age if touched is None else touched)
+    touched_at = claimed if touched is None else utcnow() - timedelta(seconds=touched)
     row = Message(
         to="243851234567",
         text="Your code is 4711",
@@ -146,9 +146,12 @@ def test_beat_settles_dead_and_released_claims_and_leaves_live_ones(
     legacy = sending_row(60, None)  # claimed before migration 0004: the long bound only
     hung = sending_row(400, live)  # alive but stuck past SMSQ_STUCK_SENDING_SECONDS
     just_asked = sending_row(60, liveness.RELEASED, touched=5)  # lookup failed 5 s ago
+    # Past DEAD_AFTER and never asked about: settled now, not LOOKUP_RETRY_SECONDS on.
+    unasked = sending_row(liveness.DEAD_AFTER + 2, "host-b:12:bbbb")
+    asked = sending_row(liveness.DEAD_AFTER + 2, "host-b:12:bbbb", touched=10)
     maintenance._settle_stuck_sending()
-    assert sorted(settled) == sorted([dead_claim, released, hung])
-    for mid in (live_claim, fresh_dead, legacy, just_asked):
+    assert sorted(settled) == sorted([dead_claim, released, hung, unasked])
+    for mid in (live_claim, fresh_dead, legacy, just_asked, asked):
         assert mid not in settled
 
 
