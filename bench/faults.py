@@ -32,9 +32,10 @@ wheel is installed) runs the suite on each, one after the other:
 9. faults in three places at once: a 503 storm at SMSClub while a worker is
    SIGKILLed with sends the gateway holds, and Redis is stopped and started;
 10. kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
-   has not claimed, not restarted for TAKEOVER_DOWN_SECONDS and with the default
-   sweep (120 s): the other worker takes those tasks at its heartbeat lapse
-   (`worker.resilience.takeover`);
+   has not claimed (a burst of 429 with Retry-After: 5 just before makes both
+   workers hold such tasks for their countdown), not restarted for
+   TAKEOVER_DOWN_SECONDS and with the default sweep (120 s): the other worker
+   takes those tasks at its heartbeat lapse (`worker.resilience.takeover`);
 11. (a second stack, on a Sentinel group of real redis-server processes: primary,
    replica, three sentinels, `tests/sentinel.py`) kill -9 of the Redis primary
    mid-run; the replica is promoted and every Redis user follows it.
@@ -124,6 +125,7 @@ TAKEOVER_DOWN_SECONDS = 60.0  # the killed worker stays down this long: the othe
 # The takeover fault runs with the default sweep, so the sweep cannot be what saves the
 # killed worker's messages (the suite's 20 s sweep would, before the heartbeat lapses).
 TAKEOVER_SWEEP_SECONDS = 120
+TAKEOVER_RETRY_AFTER = 5
 WORKERS = 2
 CONCURRENCY = 4
 DELIVERY_SECONDS = 1.0
@@ -460,8 +462,9 @@ class Suite:
 
     def worker_takeover(self) -> Run:
         """kill -9 of a worker with a backlog, at a moment it holds a task whose rows it
-        has not claimed (prefetched, or started and waiting for the store's lock), and
-        no restart for TAKEOVER_DOWN_SECONDS: the other worker takes those tasks at the
+        has not claimed (waiting for the countdown of a 429's Retry-After, prefetched,
+        or started and waiting for the store's lock), and no restart for
+        TAKEOVER_DOWN_SECONDS: the other worker takes those tasks at the
         killed one's heartbeat lapse (`worker.resilience.takeover`); the rows it had
         claimed are settled by beat (`reconcile`, KING SMS PRO's lookup)."""
         with self.settings(SMSQ_SWEEP_AFTER_SECONDS=str(TAKEOVER_SWEEP_SECONDS)):
@@ -473,6 +476,20 @@ class Suite:
         )
         self.send(run, self.n)
         self.wait_requests(run, self.n // 4)
+        # A burst of 429 with Retry-After: the rows go back to `queued` and both workers
+        # hold their tasks for the countdown, unstarted (what a worker holds besides
+        # the tasks it runs: prefetch is one per thread here).
+        burst = Fault(
+            status=429,
+            body="Too Many Requests",
+            headers={"Retry-After": str(TAKEOVER_RETRY_AFTER)},
+            times=16,
+        )
+        sim = self.sims["kingsms"]
+        sim.add_fault(burst)
+        deadline = time.monotonic() + 10
+        while any(f is burst for f in sim.faults) and time.monotonic() < deadline:
+            time.sleep(0.02)  # every 429 answered: their tasks wait for the countdown
         pid = self.stack.processes["w1"].pid
         deadline = time.monotonic() + 20
         owner, held = None, set()
@@ -486,7 +503,7 @@ class Suite:
             time.sleep(0.05)
         claimed = claimed_by(owner) if owner else 0
         run.fault_at = time.time()
-        self.stack.kill("w1")
+        self.stack.kill("w1")  # frozen (SIGSTOP) when `held` was read: killed as it stood
         put_back = None
         while time.time() < run.fault_at + TAKEOVER_DOWN_SECONDS:
             if put_back is None and owner and not is_reserving(owner):
@@ -497,7 +514,8 @@ class Suite:
             rows = s.exec(select(Message).where(Message.id.in_(list(held)))).all()  # type: ignore[union-attr]
         final_after = max((_ts(r.updated_at) - run.fault_at for r in rows), default=0.0)
         run.notes.append(
-            f"kill -9 w1 holding {len(held)} unclaimed message(s) in its tasks and "
+            f"16 x 429 (Retry-After: {TAKEOVER_RETRY_AFTER}) a moment before; kill -9 w1 "
+            f"holding {len(held)} unclaimed message(s) in its tasks and "
             f"{claimed} claimed row(s) sending; its tasks put back "
             + (f"{put_back:.0f} s after the kill (heartbeat lapse)" if put_back else "never")
             + f", those messages final {final_after:.0f} s after it; w1 restarted after "
