@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo dev test lint format bench bench-ui faults clean venv
+.PHONY: demo dev test lint format bench bench-ui profile faults clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/history.py
+
+profile: $(STAMP)
+	$(BIN)/python bench/profile.py
 
 bench-ui: $(STAMP)
 	$(BIN)/python bench/ui.py

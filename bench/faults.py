@@ -40,6 +40,26 @@ wheel is installed) runs the suite on each, one after the other:
    replica, three sentinels, `tests/sentinel.py`) kill -9 of the Redis primary
    mid-run; the replica is promoted and every Redis user follows it.
 
+The `hosts` stack (`--store hosts`; root and iproute2) is PostgreSQL as a primary
+and a synchronous standby, and each worker a host of its own: a Linux network
+namespace with its own address, reaching Redis, both PostgreSQL servers and the
+simulators over a veth pair (`tests/hosts.py`); beat and web stay on this
+machine. Its faults:
+
+12. w1's host cut off (its veth down: every packet dropped) for HOST_CUT_SECONDS
+    while each of its threads holds a send at the gateway (KING SMS PRO), whose
+    answers are lost in the cut; then healed;
+13. w1's host cut off for LONG_CUT_SECONDS, longer than its heartbeat lasts, while
+    it holds the gateway's answers (SMSClub; the store was locked while they came
+    in): beat settles its claims, w2 takes its messages, then the host is healed
+    and comes back with those answers, which must change nothing (fencing: a write
+    needs the claim token it claimed with);
+14. the PostgreSQL primary SIGKILLed mid-run (every process of it, as if its host
+    died), the standby promoted PROMOTE_AFTER_SECONDS later (`pg_ctl promote`, as a
+    failover manager does); every process finds it through the multi-host URL
+    (`target_session_attrs=read-write`); `send_sms` calls in between get
+    StoreUnavailable and are made again with the same idempotency key.
+
 Then it waits for every message to be final (or `sent` with nothing left to
 ask) and prints, per fault: delivered, other final statuses, lost (a row
 stuck in queued/sending, or `sent` with a gateway id the simulator never
@@ -65,6 +85,7 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
 import sqlite3
 import sys
@@ -87,13 +108,14 @@ from producer.models import Message, MessageEvent
 from producer.queues import SEND_TASK
 from producer.settings import reload_settings
 from producer.status import TERMINAL, Status
-from tests.pg import EmbeddedPostgres
+from tests import hosts as netns
+from tests.pg import EmbeddedPostgres, Replicated, replicated
 from tests.pg import available as postgres_available
 from tests.pg import start as start_postgres
 from tests.sentinel import DOWN_AFTER_MS, SentinelGroup
 from worker import redis_client
 from worker.gateways.sandbox.base import Fault, ProviderSim, SimMessage, max_in_window
-from worker.ops.stack import Stack
+from worker.ops.stack import Placement, Stack
 from worker.resilience import takeover
 
 RATE = 40
@@ -111,6 +133,11 @@ DELIVERY_SECONDS = 1.0
 # the bound for a claim whose process still beats) so even that is waited out.
 WAIT_LIMIT = 420.0
 REDIS_DOWN_SECONDS = 8.0
+HOST_CUT_SECONDS = 30.0
+# Longer than a heartbeat outlives its process (liveness.TTL_SECONDS, 30 s) plus the
+# claim age beat waits for (liveness.DEAD_AFTER, 45 s): beat settles the host's claims.
+LONG_CUT_SECONDS = 90.0
+PROMOTE_AFTER_SECONDS = 5.0
 FAULT_ENV = {
     "SMSQ_KINGSMS_RATE_LIMIT": str(RATE),
     "SMSQ_SMSCLUB_RATE_LIMIT": str(RATE),
@@ -156,13 +183,17 @@ class Suite:
         stack: Stack,
         n: int,
         pg: EmbeddedPostgres | None = None,
+        hosts: netns.Hosts | None = None,
+        pair: Replicated | None = None,
         group: SentinelGroup | None = None,
     ) -> None:
         self.stack = stack
         self.n = n
         self.pg = pg
+        self.hosts = hosts
+        self.pair = pair
         self.group = group
-        self.store = "postgres" if pg is not None else "sqlite"
+        self.store = "hosts" if hosts is not None else "postgres" if pg is not None else "sqlite"
         self.batch = 0
         assert stack.sandbox is not None
         self.sims: dict[str, ProviderSim] = stack.sandbox.sandbox.sims
@@ -271,7 +302,9 @@ class Suite:
         rows = self.rows(run)
         status = Counter(r.status for r in rows)
         terminal = {s.value for s in TERMINAL}
-        lost = 0
+        lost = len(run.ids) - len(rows)  # an id send_sms returned whose row is gone
+        if lost:
+            run.notes.append(f"{lost} id(s) returned by send_sms have no row in the store")
         for r in rows:
             if r.status in (Status.QUEUED.value, Status.SENDING.value, Status.SCHEDULED.value):
                 lost += 1
@@ -283,7 +316,7 @@ class Suite:
         times = sorted(self.send_requests(run, until=run.ended))
         recovery, p99 = self.recovery(run, rows, book)
         run.row = {
-            "messages": len(rows),
+            "messages": len(run.ids),
             "delivered": status[Status.DELIVERED.value],
             "final other": sum(n for st, n in status.items() if st in terminal)
             - status[Status.DELIVERED.value],
@@ -395,13 +428,13 @@ class Suite:
         run.started = time.time()
         return run
 
-    def hold_every_thread(self, run: Run, *then: Fault) -> tuple[int, int]:
-        """The next request of every worker thread held 3 s by the gateway (taken at
-        once, answered late), then the faults `then`; once all are held: (threads,
+    def hold_every_thread(self, run: Run, *then: Fault, delay: float = 3.0) -> tuple[int, int]:
+        """The next request of every worker thread held `delay` s by the gateway (taken
+        at once, answered late), then the faults `then`; once all are held: (threads,
         rows of the run in `sending`)."""
         sim = self.sims[run.provider]
         threads = WORKERS * CONCURRENCY
-        hang = Fault(delay=3.0, passthrough=True, times=threads)
+        hang = Fault(delay=delay, passthrough=True, times=threads)
         sim.add_fault(hang)
         for fault in then:
             sim.add_fault(fault)
@@ -733,6 +766,150 @@ class Suite:
         sim.update_account({"callback_url": None})
         return run
 
+    # -- hosts and partitions, PostgreSQL failover (the `hosts` stack) ------------
+    def held_by(self, run: Run, worker: str) -> int:
+        """Rows of the run in `sending` under a claim of process `worker`."""
+        pid = f":{self.stack.processes[worker].pid}:"
+        return sum(
+            1
+            for r in self.rows(run)
+            if r.status == Status.SENDING.value and pid in (r.claimed_by or "")
+        )
+
+    def requests_from(self, run: Run, host: netns.Host, since: int) -> int:
+        """Send requests the gateway got from `host` since its `since`-th request."""
+        path = SEND_PATHS[run.provider]
+        got = list(self.sims[run.provider].requests)[since:]
+        return sum(1 for r in got if r.client == host.inner and r.path.endswith(path))
+
+    def stale_writes(self, run: Run) -> str:
+        return f"{self.stale_count(run)} stale write(s) refused by the claim-token fence"
+
+    def stale_count(self, run: Run) -> int:
+        """How many writes the fence refused (`transitions.stale_write`): a worker came
+        back with something to store for rows no longer under its claim."""
+        with db.session() as s:
+            count = 0
+            for start in range(0, len(run.ids), 500):
+                chunk = run.ids[start : start + 500]
+                count += len(
+                    s.exec(
+                        select(MessageEvent.id).where(
+                            MessageEvent.message_id.in_(chunk),  # type: ignore[union-attr]
+                            MessageEvent.applied == False,  # noqa: E712
+                            MessageEvent.note.startswith("not applied: this worker's claim"),  # type: ignore[union-attr]
+                        )
+                    ).all()
+                )
+        return count
+
+    def partition_short(self) -> Run:
+        """w1's host cut off while each of its threads holds a send at the gateway: the
+        answers are lost in the cut (KING SMS PRO has a lookup: beat finds them)."""
+        assert self.hosts is not None
+        run = self.start(f"host cut off {HOST_CUT_SECONDS:.0f} s mid-send", "kingsms")
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 4)
+        seen = len(self.sims[run.provider].requests)
+        threads, _sending = self.hold_every_thread(run)
+        host = self.hosts[1]
+        held = self.requests_from(run, host, seen)
+        rows = self.held_by(run, "w1")
+        host.cut()
+        time.sleep(HOST_CUT_SECONDS)
+        down = host.heal()
+        run.notes.append(
+            f"w1's host ({host.inner}) cut off {down:.1f}s with {held} of the {threads} "
+            f"requests held 3 s by the gateway its own ({rows} row(s) sending under its "
+            "claims); the answers came during the cut"
+        )
+        self.wait_final(run, revive=True)
+        run.notes.append(self.stale_writes(run))
+        return run
+
+    def partition_long(self) -> Run:
+        """w1's host cut off for longer than its heartbeat, while it holds the gateway's
+        answers: beat settles its claims and w2 takes its messages; then it comes back
+        with those answers, which the fence refuses."""
+        assert self.hosts is not None
+        run = self.start(f"host cut off {LONG_CUT_SECONDS:.0f} s holding answers", "smsclub")
+        sim = self.sims[run.provider]
+        self.send(run, self.n)
+        self.wait_requests(run, self.n // 4)
+        hang = Fault(delay=1.5, passthrough=True, times=WORKERS * CONCURRENCY)
+        seen = len(sim.requests)
+        sim.add_fault(hang)
+        deadline = time.monotonic() + 10
+        while any(f is hang for f in sim.faults) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        host = self.hosts[1]
+        with db.get_engine().connect() as conn:
+            # The answers come in while the store is locked: every worker holds them,
+            # waiting to store them, when w1's host is cut off.
+            conn.execute(text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+            time.sleep(2.0)
+            held = self.requests_from(run, host, seen)
+            host.cut()
+            conn.rollback()
+        time.sleep(LONG_CUT_SECONDS)
+        down = host.heal()
+        healed = time.monotonic()
+        run.notes.append(
+            f"w1's host ({host.inner}) cut off {down:.1f}s holding the gateway's answers for "
+            f"its {held} request(s) (the store locked while they came in)"
+        )
+        self.wait_final(run, revive=True)
+        # Then w1 comes back with its answers (once TCP's retransmission, backed off
+        # through the cut, gets through): every one of them must be refused.
+        deadline = time.monotonic() + WAIT_LIMIT
+        while self.stale_count(run) < held and time.monotonic() < deadline:
+            time.sleep(0.5)
+        run.notes.append(
+            self.stale_writes(run) + f", {time.monotonic() - healed:.0f} s after the heal"
+        )
+        return run
+
+    def primary_lost(self) -> Run:
+        """The PostgreSQL primary SIGKILLed mid-run, the standby promoted; send_sms
+        calls in between refused and made again with the same key."""
+        assert self.pair is not None
+        run = self.start("PostgreSQL primary lost", "smsclub")
+        during = min(10, self.n // 10)
+        self.send(run, self.n - during)
+        self.wait_requests(run, self.n // 3)
+        killed = self.pair.primary.kill()
+        down = time.monotonic()
+        refused: list[tuple[str, str, str]] = []
+        for i in range(during):
+            to, text_ = self.number_and_text(run, self.n - during + i)
+            key = f"fault-{uuid.uuid4().hex[:12]}"
+            try:
+                mid = send_sms(to, text_, provider=run.provider, idempotency_key=key)
+            except StoreUnavailable:
+                refused.append((to, text_, key))
+            else:
+                run.ids.append(mid)
+                run.texts[mid] = (to, text_)
+        time.sleep(max(0.0, PROMOTE_AFTER_SECONDS - (time.monotonic() - down)))
+        self.pair.standby.promote()
+        promoted = time.monotonic() - down
+        for to, text_, key in refused:
+            mid = send_sms(to, text_, provider=run.provider, idempotency_key=key)
+            run.ids.append(mid)
+            run.texts[mid] = (to, text_)
+        run.notes.append(
+            f"primary SIGKILLed ({killed} processes), standby promoted {promoted:.1f}s later; "
+            f"{len(refused)} of {during} send_sms in between refused with StoreUnavailable, "
+            "then sent again with the same key"
+        )
+        self.wait_final(run, revive=True)
+        found = len(self.rows(run))
+        run.notes.append(
+            f"{found} of the {len(run.ids)} ids send_sms returned are on the promoted standby"
+        )
+        run.notes.append(self.worker_store_retries())
+        return run
+
     def final_by_poll(self, run: Run) -> set[str]:
         """Gateway ids of the run's messages whose final status came from a poll."""
         with db.session() as s:
@@ -815,67 +992,96 @@ def print_table(runs: list[Run]) -> None:
         )
 
 
-MAIN_FAULTS = [
+PROCESS_FAULTS = [
     "worker_sigkill",
     "redis_restart",
     "timeouts",
     "storm_5xx",
     "bursts_429",
     "store_locked",
-    "store_down",  # PostgreSQL only
     "web_down",
     "compound",
     "worker_takeover",
 ]
+FAULTS = {
+    "sqlite": PROCESS_FAULTS,
+    "postgres": [*PROCESS_FAULTS[:6], "store_down", *PROCESS_FAULTS[6:]],
+    "hosts": ["partition_short", "partition_long", "primary_lost"],
+}
 SENTINEL_FAULTS = ["redis_failover"]  # on a stack of their own, on a Sentinel group
+ALL_FAULTS = [*dict.fromkeys([f for names in FAULTS.values() for f in names]), *SENTINEL_FAULTS]
 
 
-def run_suite(store: str, n: int, only: list[str] | None) -> list[Run]:
+def run_suite(
+    store: str, n: int, only: list[str] | None, keep_logs: Path | None = None
+) -> list[Run]:
     """Every fault (or those named in `only`) on new stacks whose store is `store`: one
-    on an embedded Redis, then one on a Sentinel group for the failover."""
+    on an embedded Redis, then (sqlite, postgres) one on a Sentinel group for the
+    failover. `keep_logs`: where to copy the stacks' process logs before removal."""
+    names = [name for name in FAULTS[store] if not only or name in only]
+    failover = [f for f in SENTINEL_FAULTS if store != "hosts" and (not only or f in only)]
+    if not names and not failover:
+        return []
     for key in [k for k in os.environ if k.startswith("SMSQ_")]:
         del os.environ[key]  # a fresh stack: its own Redis, store and settings
     db.reset_engine()
     runs: list[Run] = []
-    pg = start_postgres() if store == "postgres" else None
-    wanted = [f for f in MAIN_FAULTS if not only or f in only]
-    wanted = [f for f in wanted if f != "store_down" or pg is not None]
-    failover = [f for f in SENTINEL_FAULTS if not only or f in only]
-    try:
-        with tempfile.TemporaryDirectory(prefix="smsq-faults-") as tmp:
-            env = dict(FAULT_ENV)
-            if pg is not None:
-                env["SMSQ_DATABASE_URL"] = pg.database("faults")
-            if wanted:
-                runs += run_on_stack(store, Path(tmp) / "main", env, n, pg, wanted)
-            if failover:
-                with SentinelGroup(Path(tmp) / "sentinel") as group:
-                    runs += run_on_stack(
-                        store, Path(tmp) / "on-sentinel", env, n, pg, failover, group
-                    )
-    finally:
-        if pg is not None:
-            pg.stop()
+    with contextlib.ExitStack() as cleanup:
+        env = dict(FAULT_ENV)
+        options: dict[str, object] = {}
+        pg = pair = hosts = None
+        if store == "postgres":
+            pg = start_postgres()
+            cleanup.callback(pg.stop)
+            env["SMSQ_DATABASE_URL"] = pg.database("faults")
+        if store == "hosts":
+            hosts = cleanup.enter_context(netns.Hosts(WORKERS))
+            listen = tuple(hosts.outer_addresses)
+            pair = replicated(listen=listen, network=f"{hosts.subnet}.0/24")
+            cleanup.callback(pair.stop)
+            env["SMSQ_DATABASE_URL"] = pair.database("faults")
+            options["listen"] = listen
+            options["placements"] = {
+                f"w{h.index}": Placement(tuple(h.wrap([])), h.outer) for h in hosts.hosts
+            }
+        tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="smsq-faults-")))
+        if names:
+            on = OnStack(store, tmp / "main", env, n, pg, hosts, pair, options=options)
+            runs += run_on_stack(on, names, keep_logs)
+        if failover:
+            with SentinelGroup(tmp / "sentinel") as group:
+                on = OnStack(store, tmp / "on-sentinel", env, n, pg, group=group)
+                runs += run_on_stack(on, failover, keep_logs)
     return runs
 
 
-def run_on_stack(
-    store: str,
-    data_dir: Path,
-    env: dict[str, str],
-    n: int,
-    pg: EmbeddedPostgres | None,
-    faults: list[str],
-    group: SentinelGroup | None = None,
-) -> list[Run]:
+@dataclass
+class OnStack:
+    """Where a run of faults happens: its store, its data directory and environment,
+    and (as the store needs) PostgreSQL, network-namespace hosts, a standby pair or a
+    Sentinel group."""
+
+    store: str
+    data_dir: Path
+    env: dict[str, str]
+    n: int
+    pg: EmbeddedPostgres | None = None
+    hosts: netns.Hosts | None = None
+    pair: Replicated | None = None
+    group: SentinelGroup | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+
+def run_on_stack(on: OnStack, faults: list[str], keep_logs: Path | None = None) -> list[Run]:
     runs: list[Run] = []
     stack = Stack(
-        data_dir=data_dir,
+        data_dir=on.data_dir,
         delivery_seconds=DELIVERY_SECONDS,
         workers=WORKERS,
         worker_concurrency=CONCURRENCY,
-        extra_env=env,
-        broker=group.url if group else None,
+        extra_env=on.env,
+        broker=on.group.url if on.group else None,
+        **on.options,  # type: ignore[arg-type]
     )
     try:
         try:
@@ -886,13 +1092,16 @@ def run_on_stack(
         # The simulators drop a request whose client vanished (a killed worker, a
         # timeout): uvicorn logs each as a traceback, not a result.
         logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-        suite = Suite(stack, n, pg, group)
+        suite = Suite(stack, on.n, on.pg, on.hosts, on.pair, on.group)
         for name in faults:
-            print(f"{store}: {name} ...", flush=True)
+            print(f"{on.store}: {name} ...", flush=True)
             run = getattr(suite, name)()
             suite.tally(run)
             runs.append(run)
     finally:
+        if keep_logs is not None and (on.data_dir / "logs").exists():
+            target = keep_logs / on.store / on.data_dir.name
+            shutil.copytree(on.data_dir / "logs", target, dirs_exist_ok=True)
         stack.stop()
         for key in stack.exported:  # the next stack starts from a clean environment
             os.environ.pop(key, None)
@@ -903,28 +1112,38 @@ def run_on_stack(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000, help="per fault (1000)")
+    no_hosts = netns.why_unavailable()
     parser.add_argument(
         "--store",
-        choices=["sqlite", "postgres", "both"],
-        default="both" if postgres_available() else "sqlite",
-        help="the store of the stack (both, when the pgserver wheel is installed)",
+        choices=["sqlite", "postgres", "hosts", "both", "all"],
+        default=("both" if no_hosts else "all") if postgres_available() else "sqlite",
+        help="the stack: sqlite, postgres, hosts (PostgreSQL primary + standby, workers "
+        "in network namespaces; root), both (sqlite, postgres), all (the three; the "
+        "default with the pgserver wheel, as root)",
     )
     parser.add_argument(
-        "--only",
-        nargs="*",
-        default=None,
-        choices=[*MAIN_FAULTS, *SENTINEL_FAULTS],
-        help="fault names (all of them)",
+        "--only", nargs="*", default=None, choices=ALL_FAULTS, help="fault names (all of them)"
+    )
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy each stack's process logs here"
     )
     args = parser.parse_args()
     if args.store != "sqlite" and not postgres_available():
         parser.error("no embedded PostgreSQL: install the dev extra (the pgserver wheel)")
+    if args.store in ("hosts", "all") and no_hosts:
+        parser.error(f"the hosts stack cannot run here: {no_hosts}")
+    # SIGTERM (a CI timeout): unwind, so the stacks, servers and namespaces are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     load = os.getloadavg()[0]
-    stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    stores = {"both": ["sqlite", "postgres"], "all": ["sqlite", "postgres", "hosts"]}.get(
+        args.store, [args.store]
+    )
+    if args.store == "both" and no_hosts and postgres_available():
+        print(f"hosts stack left out: {no_hosts}")
     runs: list[Run] = []
     for store in stores:
-        runs += run_suite(store, args.messages, args.only)
+        runs += run_suite(store, args.messages, args.only, args.keep_logs)
         if store != stores[-1]:
             print_table(runs)  # so far: kept even if a later stack breaks
     total = time.monotonic() - began
@@ -937,6 +1156,12 @@ def main() -> int:
         f"simulators deliver after {DELIVERY_SECONDS:g}s; "
         f"{os.cpu_count()} CPUs, load average {load:.2f} at start"
     )
+    if "hosts" in stores:
+        print(
+            f"hosts: PostgreSQL 16 primary + synchronous standby (synchronous_commit=on), "
+            f"each of the {WORKERS} workers in its own network namespace (veth pair); "
+            "beat and web on the machine"
+        )
     print("settings: " + " ".join(f"{k}={v}" for k, v in FAULT_ENV.items()))
     print()
     print_table(runs)

@@ -6,6 +6,8 @@ The stack: embedded Redis, SQLite (WAL), two worker processes (threads pool,
 - no-op: `smsq.noop` (bench/app.py) on the same queue, acks, prefetch;
 - single sends: Keccel `send_sms`, one request per message;
 - bulk: SMSClub `send_bulk`, 100 numbers per request, in recipients/s;
+- the producer: `send_sms` from one thread, `send_bulk` of 10,000, `POST /v1/messages`
+  at 4 clients (bench/producer_path.py);
 - latency at idle: `send_sms` returning -> the simulator receiving the request;
 - the rate limit: SMSClub at 9/s through two 1-thread worker processes;
 - priorities: 50 high codes during a campaign saturating 9/s (bench/priority.py);
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 from sqlmodel import select
 
-from bench import NOOP_COUNTER, NOOP_TASK, priority
+from bench import NOOP_COUNTER, NOOP_TASK, priority, producer_path
 from producer import db, send_bulk, send_sms
 from producer.enqueue import publisher
 from producer.models import Message
@@ -40,14 +42,17 @@ from worker.ops.stack import Stack
 
 RATE = 9
 SENT_OR_LATER = ("sent", "delivered", "undelivered", "expired")
+API_KEY = "bench-key-0123456789"
 BENCH_ENV = {
     "SMSQ_POLL_SCHEDULE": "3600",  # no polls during the run: sends only
+    "SMSQ_API_KEYS": f"bench:{API_KEY}",
+    "SMSQ_API_KEY_LIMIT": "1000000/minute",  # the HTTP row measures the API, not its quota
     "SMSQ_TICK_SECONDS": "2",
     "SMSQ_SWEEP_AFTER_SECONDS": "300",
 }
 N_NOOP = 3000
-N_SINGLE = 800
-N_BULK_REQUESTS = 30
+N_SINGLE = 2000
+N_BULK_REQUESTS = 200  # 20,000 recipients: start-up does not dominate
 N_LATENCY = 60
 N_RATE = 180
 
@@ -184,7 +189,7 @@ def main() -> int:
             delivery_seconds=1.0,
             workers=2,
             worker_concurrency=4,
-            web=False,
+            web=True,
             app="bench.app",
             extra_env=BENCH_ENV,
         )
@@ -204,6 +209,7 @@ def main() -> int:
             noop = bench_noop(r)
             single = bench_single()
             bulk = bench_bulk()
+            producer = producer_path.run(stack.workers, stack.web_url, API_KEY)
             latency = bench_latency(sims["keccel"])
             rss = {name: stack.peak_rss_mb(name) for name in stack.worker_names}
             worst, per_second, requests = bench_rate(stack, sims["smsclub"])
@@ -227,6 +233,7 @@ def main() -> int:
             f"{bulk / noop:5.2f} x no-op",
             ">= 5 x",
         ),
+        *producer_path.rows(producer),
         (f"send_sms -> gateway at idle, p50 ({N_LATENCY})", f"{p50:8.1f} ms", "", "<= 20 ms"),
         (f"send_sms -> gateway at idle, p99 ({N_LATENCY})", f"{p99:8.1f} ms", "", ""),
         (

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, create_engine
@@ -45,14 +45,59 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+# libpq settings for a network that fails silently (a partition, a lost host): a
+# connection not made, or a request not acknowledged, within these limits fails, so
+# the store is tried again (worker/store/retry.py) and a multi-host URL's next host
+# is tried, instead of waiting out TCP's own limits (about two minutes to connect,
+# fifteen for a request). Any of them given in SMSQ_DATABASE_URL wins.
+PG_NETWORK_LIMITS = {
+    "connect_timeout": 10,  # seconds, per host
+    "tcp_user_timeout": 30000,  # ms for sent data to be acknowledged (libpq >= 12)
+    "keepalives": 1,
+    "keepalives_idle": 30,  # an answer awaited this long: probe the connection
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+# A transaction left open by a client that vanished mid-way (a partitioned host: its
+# UPDATE ran, the answer and the COMMIT never crossed) keeps its row locks until the
+# server drops the session, and blocks whoever touches those rows (beat settling the
+# host's claims). smsq never waits on anything but the store inside a transaction, so
+# one idle this long is one whose client is gone: the server ends it, its locks go.
+PG_IDLE_IN_TRANSACTION = "30s"
+
+
+def _postgres_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"SET idle_in_transaction_session_timeout = '{PG_IDLE_IN_TRANSACTION}'")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def postgres_connect_args(url: str) -> dict[str, object]:
+    """PG_NETWORK_LIMITS, less those the URL sets itself."""
+    given = make_url(url).query
+    return {key: value for key, value in PG_NETWORK_LIMITS.items() if key not in given}
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
-        )
+        # No pre-ping: a file's connection does not go stale, and the ping was one more
+        # statement on every checkout (three or more per send_sms).
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args=postgres_connect_args(url),
+    )
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_session)
+    return engine
 
 
 def get_engine() -> Engine:

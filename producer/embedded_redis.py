@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -119,11 +120,15 @@ def running_url(data_dir: Path | str, tries: int = 1) -> str | None:
     return None
 
 
-def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
-    """Start (or find) the embedded Redis for `data_dir`; return its URL.
+def ensure_embedded_redis(
+    data_dir: Path | str, port: int | None = None, listen: Sequence[str] = ()
+) -> str:
+    """Start (or find) the embedded Redis for `data_dir`; return its URL (on loopback).
 
     A fresh start draws a new password; a restart on a given `port` (the fault
-    suite's, after `stop_embedded_redis`) keeps the one its clients already hold."""
+    suite's, after `stop_embedded_redis`) keeps the one its clients already hold.
+    `listen`: addresses to accept connections on besides loopback (the fault suite's
+    hosts in network namespaces reach it over their veth pairs)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = running_url(data_dir)
@@ -139,7 +144,7 @@ def ensure_embedded_redis(data_dir: Path | str, port: int | None = None) -> str:
         if password is None:
             password = secrets.token_hex(24)
             _write_private(data_dir / PASSWORD_FILE, password + "\n")
-        return _start(data_dir, port or free_port(), password)
+        return _start(data_dir, port or free_port(), password, listen)
 
 
 def _retire_passwordless(data_dir: Path) -> None:
@@ -164,7 +169,7 @@ def _retire_passwordless(data_dir: Path) -> None:
         time.sleep(0.05)
 
 
-def _start(data_dir: Path, port: int, password: str) -> str:
+def _start(data_dir: Path, port: int, password: str, listen: Sequence[str] = ()) -> str:
     binary = redis_binary()
     config = data_dir / CONFIG_FILE
     _write_private(config, f"requirepass {password}\n")
@@ -175,6 +180,7 @@ def _start(data_dir: Path, port: int, password: str) -> str:
         str(port),
         "--bind",
         "127.0.0.1",
+        *listen,
         "--dir",
         str(data_dir),
         "--daemonize",

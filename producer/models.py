@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, ColumnElement, Index, Text, UniqueConstraint, literal_column, text
 from sqlmodel import Field, SQLModel
+
+from producer.status import TERMINAL, Status
 
 
 def utcnow() -> datetime:
@@ -20,6 +22,64 @@ def new_id() -> str:
 
 OWNER_MAX = 100
 
+# The statuses a message is still moving through; the others (TERMINAL) are final.
+ACTIVE: tuple[str, ...] = ("queued", "scheduled", "sending", "sent")
+FINAL: tuple[str, ...] = tuple(s.value for s in Status if s in TERMINAL)
+
+
+def status_sql(statuses: tuple[str, ...]) -> str:
+    """`status = 'x'` or `status IN ('x', 'y')`, the values written into the text.
+
+    A partial index is used only when the query's WHERE implies the index's. SQLite
+    plans again with the bound values, but PostgreSQL may plan a statement psycopg
+    prepared (one run five times) once for every value, and such a generic plan
+    cannot use an index whose WHERE depends on a parameter: so the index predicates
+    and the due queries (`status_is`) spell the statuses out, from one tuple."""
+    if not statuses or any(s not in Status._value2member_map_ for s in statuses):
+        raise ValueError(f"not statuses: {statuses!r}")
+    if len(statuses) == 1:
+        return f"status = '{statuses[0]}'"
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+def status_is(*statuses: str) -> ColumnElement[bool]:
+    """The query side of `status_sql`: the same statuses as literals, never parameters."""
+    column = Message.__table__.c.status  # type: ignore[attr-defined]
+    if len(statuses) == 1:
+        return column == literal_column(f"'{statuses[0]}'")  # type: ignore[no-any-return]
+    return column.in_([literal_column(f"'{s}'") for s in statuses])  # type: ignore[no-any-return]
+
+
+def _partial(name: str, *columns: str, where: str) -> Index:
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
+# The due queries of beat's tick, the gauges of /metrics, the burn rate and retention
+# each have an index of their own, holding only the rows they look for: a final
+# message (most of the table, in time) is in none of them but retention's, so neither
+# their size nor their upkeep grows with history (migration 0010).
+MESSAGE_INDEXES = (
+    _partial("ix_messages_due_scheduled", "send_at", where=status_sql(("scheduled",))),
+    _partial("ix_messages_due_send", "next_attempt_at", where=status_sql(("queued",))),
+    _partial(
+        "ix_messages_due_poll",
+        "next_poll_at",
+        where=status_sql(("sent",)) + " AND next_poll_at IS NOT NULL",
+    ),
+    _partial(
+        "ix_messages_due_expiry",
+        "expires_at",
+        where=status_sql(("scheduled", "queued")) + " AND expires_at IS NOT NULL",
+    ),
+    _partial("ix_messages_active", "status", "provider", "priority", where=status_sql(ACTIVE)),
+    _partial("ix_messages_sent_at", "provider", "sent_at", where="sent_at IS NOT NULL"),
+    _partial(
+        "ix_messages_retention",
+        "updated_at",
+        where=status_sql(FINAL) + " AND redacted_at IS NULL",
+    ),
+)
+
 
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
@@ -27,6 +87,7 @@ class Message(SQLModel, table=True):
     # keys stay unique on SQLite and PostgreSQL alike (NULLs would never collide).
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_messages_owner_idempotency_key"),
+        *MESSAGE_INDEXES,
         # The dashboard's "find a message" by number: the newest first, off one index.
         Index("ix_messages_to_created_at", "to", "created_at"),
     )
@@ -39,21 +100,21 @@ class Message(SQLModel, table=True):
     to: str = Field(max_length=20)
     text: str = Field(sa_column=Column(Text, nullable=False))
     sender: str | None = Field(default=None, max_length=20)
-    provider: str = Field(index=True, max_length=20)
+    provider: str = Field(max_length=20)
     fallbacks: str = Field(default="", max_length=200)  # comma list, tried in order
     encoding: str = Field(default="gsm7", max_length=8)
     segments: int = 1
     flash: bool = False
-    status: str = Field(default="queued", index=True, max_length=16)
+    status: str = Field(default="queued", max_length=16)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int = 0  # send attempts that reached (or tried to reach) the gateway
     provider_message_id: str | None = Field(default=None, index=True, max_length=64)
     callback_url: str | None = Field(default=None, max_length=2000)
-    created_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
-    send_at: datetime | None = Field(default=None, index=True)
-    next_attempt_at: datetime | None = Field(default=None, index=True)
+    send_at: datetime | None = None
+    next_attempt_at: datetime | None = None
     claimed_at: datetime | None = None
     # The claiming worker process (`worker.resilience.liveness`): its rows settle soon
     # after it dies.
@@ -66,7 +127,7 @@ class Message(SQLModel, table=True):
     # its window (SMSClub: 2 min) is only made while that window, from here, lasts.
     maybe_sent_at: datetime | None = None
     sent_at: datetime | None = None
-    next_poll_at: datetime | None = Field(default=None, index=True)
+    next_poll_at: datetime | None = None
     poll_count: int = 0
     # Status polls that failed in a row (gateway down): retried with backoff, and not
     # counted against SMSQ_POLL_SCHEDULE.
@@ -81,7 +142,10 @@ class Message(SQLModel, table=True):
     )
     # Validity: not handed to a gateway by `expires_at` (due time + ttl) -> `expired`.
     ttl: int | None = None
-    expires_at: datetime | None = Field(default=None, index=True)
+    expires_at: datetime | None = None
+    # When retention (SMSQ_RETENTION_DAYS) masked the number and removed the text and
+    # the events' raw payloads of this final message; None: kept whole.
+    redacted_at: datetime | None = None
 
 
 class Suppression(SQLModel, table=True):
@@ -103,11 +167,21 @@ class MessageEvent(SQLModel, table=True):
     """Every status change, attempt and report, with its source and raw payload."""
 
     __tablename__ = "message_events"
+    # Pushes not matched to a message yet (message_id NULL), looked up by the gateway's
+    # id when the send's answer is stored; matched events are not in it.
+    __table_args__ = (
+        _partial(
+            "ix_message_events_unmatched",
+            "provider",
+            "provider_message_id",
+            where="message_id IS NULL",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str | None = Field(default=None, index=True, max_length=32)
     provider: str | None = Field(default=None, max_length=20)
-    provider_message_id: str | None = Field(default=None, index=True, max_length=64)
+    provider_message_id: str | None = Field(default=None, max_length=64)
     source: str = Field(max_length=16)  # producer, worker, poll, push, beat, cli
     kind: str = Field(max_length=16)  # status, attempt, report, retry
     old_status: str | None = Field(default=None, max_length=16)
@@ -115,7 +189,7 @@ class MessageEvent(SQLModel, table=True):
     applied: bool = True  # False: a late, duplicate or unknown report, kept only
     note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     raw: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    created_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class AppNotification(SQLModel, table=True):
@@ -126,15 +200,22 @@ class AppNotification(SQLModel, table=True):
     """
 
     __tablename__ = "app_notifications"
+    # Beat's tick looks for pending ones that are due and for stuck `posting` ones;
+    # delivered and failed notifications (the history) are in neither index.
+    __table_args__ = (
+        _partial("ix_app_notifications_due", "next_attempt_at", where="state = 'pending'"),
+        _partial("ix_app_notifications_posting", "updated_at", where="state = 'posting'"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: str = Field(index=True, max_length=32)
     provider: str | None = Field(default=None, max_length=20)
     url: str = Field(max_length=2000)
     payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body, as sent
-    state: str = Field(default="pending", index=True, max_length=12)  # pending|delivered|failed
+    # pending|posting|delivered|failed
+    state: str = Field(default="pending", max_length=12)
     attempts: int = 0
-    next_attempt_at: datetime | None = Field(default_factory=utcnow, index=True)
+    next_attempt_at: datetime | None = Field(default_factory=utcnow)
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

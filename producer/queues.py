@@ -22,6 +22,7 @@ TICK_TASK = "smsq.tick"
 BALANCE_TASK = "smsq.check_balances"
 NOTIFY_TASK = "smsq.notify_app"
 ALERT_TASK = "smsq.deliver_alerts"
+RETENTION_TASK = "smsq.retention"
 ROLLUP_TASK = "smsq.ui_rollup"  # the dashboard's summary table (worker.ui.rollup)
 
 SEND_HIGH_QUEUE = "send_high"
@@ -58,6 +59,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     TICK_TASK: {"queue": MAINTENANCE_QUEUE},
     BALANCE_TASK: {"queue": MAINTENANCE_QUEUE},
     ALERT_TASK: {"queue": MAINTENANCE_QUEUE},
+    RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
     ROLLUP_TASK: {"queue": MAINTENANCE_QUEUE},
 }
 

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # A low-balance alert re-arms only once the balance is above threshold x this ratio.
     alert_rearm_ratio: float = Field(default=1.1, ge=1.0)
     burn_window_days: float = Field(default=7.0, gt=0)
+    # Retention (`worker.store.retention`): this many days after a message became final,
+    # its number is masked and its text and its events' raw payloads removed (counts,
+    # statuses and times kept). 0 keeps everything.
+    retention_days: int = Field(default=90, ge=0)
     log_json: bool = False
     log_level: str = "INFO"
     # Traffic classes (`producer.traffic`): `HH:MM-HH:MM` in the recipient's local time

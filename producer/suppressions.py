@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlalchemy import Connection, bindparam
+from sqlmodel import select
 
 from producer import db
 from producer.errors import InvalidMessage
@@ -128,16 +129,25 @@ def list_suppressions(limit: int = 100, after: str | None = None) -> list[Entry]
         return [Entry.from_row(r) for r in s.exec(query)]
 
 
-def blocked(s: Session, numbers: Iterable[str], priority: str | None = None) -> dict[str, str]:
-    """The error of each of `numbers` that its suppression refuses (`suppressed: why`)."""
+# Built once: constructing the statement cost about 0.4 ms a call, eight times the query.
+_BLOCKED = select(Suppression.number, Suppression.scope, Suppression.reason).where(  # type: ignore[call-overload]
+    Suppression.number.in_(bindparam("numbers", expanding=True))  # type: ignore[attr-defined]
+)
+
+
+def blocked(
+    connection: Connection, numbers: Iterable[str], priority: str | None = None
+) -> dict[str, str]:
+    """The error of each of `numbers` that its suppression refuses (`suppressed: why`).
+    On a plain connection: every `send_sms` asks, and an ORM session costs more than
+    the query."""
     wanted = sorted(set(numbers))
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        query = select(Suppression).where(Suppression.number.in_(chunk))  # type: ignore[attr-defined]
-        for row in s.exec(query):
-            if suppressed_for(row.scope, priority):
-                found[row.number] = error_for(row.reason)
+        for number, scope, reason in connection.execute(_BLOCKED, {"numbers": chunk}):
+            if suppressed_for(scope, priority):
+                found[number] = error_for(reason)
     return found
 
 

@@ -46,6 +46,11 @@ def _encodable(value: str, field: str) -> str:
 
 def normalise_number(value: object, field: str = "to") -> str:
     """International digits without "+" (243851234567), or InvalidMessage."""
+    return _parse_number(value, field)[0]
+
+
+def _parse_number(value: object, field: str) -> tuple[str, phonenumbers.PhoneNumber]:
+    """`normalise_number`'s digits and the parsed number (parsed once per check)."""
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise InvalidMessage(field, "must be a phone number as a string")
     if isinstance(value, int) and abs(value) >= 10**20:  # str() of a huge int raises
@@ -70,7 +75,7 @@ def normalise_number(value: object, field: str = "to") -> str:
         raise InvalidMessage(field, f"{raw!r} is not a possible number (wrong length)")
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidMessage(field, f"{raw!r} is not a valid number in its country's plan")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:], parsed
 
 
 _SPECIAL_TYPES = {
@@ -81,13 +86,18 @@ _SPECIAL_TYPES = {
 NON_GEOGRAPHIC = "001"  # phonenumbers' region of +800, +808, +870, +881, +882, +883, +979...
 
 
-def destination_refusal(number: str, allowed: frozenset[int], allow_special: bool) -> str | None:
+def destination_refusal(
+    number: str,
+    allowed: frozenset[int],
+    allow_special: bool,
+    parsed: phonenumbers.PhoneNumber | None = None,
+) -> str | None:
     """Why smsq will not send to `number` (normalised digits), or None.
 
     `allowed`: calling codes (empty: all). Premium-rate, shared-cost, freephone and
     non-geographic numbers (satellite, international networks) cost the sender or
-    reach no person: refused unless `allow_special`."""
-    parsed = phonenumbers.parse("+" + number, None)
+    reach no person: refused unless `allow_special`. `parsed`: `number` already parsed."""
+    parsed = parsed or phonenumbers.parse("+" + number, None)
     if allowed and parsed.country_code not in allowed:
         codes = ", ".join(str(c) for c in sorted(allowed))
         code = parsed.country_code
@@ -104,10 +114,10 @@ def destination_refusal(number: str, allowed: frozenset[int], allow_special: boo
 
 def check_destination(value: object, field: str = "to") -> str:
     """`normalise_number`, then the deployment's destination policy (countries, kinds)."""
-    number = normalise_number(value, field)
+    number, parsed = _parse_number(value, field)
     settings = get_settings()
     refusal = destination_refusal(
-        number, settings.allowed_calling_codes, settings.allow_special_numbers
+        number, settings.allowed_calling_codes, settings.allow_special_numbers, parsed
     )
     if refusal is not None:
         raise InvalidMessage(field, refusal)

@@ -26,6 +26,7 @@ from celery.signals import (
 
 from producer.queues import (
     BALANCE_TASK,
+    RETENTION_TASK,
     ROLLUP_TASK,
     TICK_TASK,
     broker_url,
@@ -35,6 +36,7 @@ from producer.queues import (
 from producer.settings import get_settings
 from worker import redis_client
 from worker.ops import kombu_fix
+from worker.store.retention import RETENTION_EVERY_SECONDS
 
 
 def redbeat_settings() -> tuple[str, dict[str, Any]]:
@@ -89,6 +91,12 @@ app.conf.update(
         "smsq-balance": {
             "task": BALANCE_TASK,
             "schedule": timedelta(seconds=_settings.balance_check_seconds),
+        },
+        # Its own task, not part of the tick: short batches, a budget per run
+        # (worker.store.retention); nothing to do with SMSQ_RETENTION_DAYS=0.
+        "smsq-retention": {
+            "task": RETENTION_TASK,
+            "schedule": timedelta(seconds=RETENTION_EVERY_SECONDS),
         },
     },
 )

@@ -14,6 +14,7 @@ from producer.queues import (
     MAX_COUNTDOWN,
     NOTIFY_TASK,
     POLL_TASK,
+    RETENTION_TASK,
     ROLLUP_TASK,
     SEND_TASK,
     TICK_TASK,
@@ -88,6 +89,14 @@ def deliver_alerts() -> dict[str, int]:
     from worker.balance.alerts import retry_task
 
     return retry_task()
+
+
+@app.task(name=RETENTION_TASK, ignore_result=True, expires=60)
+def retention() -> dict[str, object]:
+    """Mask the numbers and remove the texts of final messages past SMSQ_RETENTION_DAYS."""
+    from worker.store.retention import run
+
+    return run().__dict__
 
 
 @app.task(name=ROLLUP_TASK, ignore_result=True, expires=30, send_events=False)

@@ -23,7 +23,7 @@ from producer import db, suppressions
 from producer.api import get_status, send_bulk, send_sms
 from producer.errors import EnqueueError, InvalidMessage, MessageRefused, StoreUnavailable
 from producer.limits import limits_for
-from producer.models import Message
+from producer.models import ACTIVE, Message, status_is
 from producer.quotas import KEY_SCOPE, LimitsUnavailable, parse_limit, take, too_big
 from producer.settings import get_settings, provider_names, provider_settings
 from producer.validation import NOT_BLANK_PATTERN
@@ -202,42 +202,54 @@ def healthz() -> JSONResponse:
     },
 )
 def prometheus_metrics() -> Response:
-    """Counters from every worker (kept in Redis) and message counts from the store."""
+    """Counters from every worker (kept in Redis) and the messages still moving, from
+    the store. Final messages are counted by `smsq_messages_total{provider,status}`
+    (every change, as it happens), not here: a scrape reads the active rows' index
+    only, however long the history (a GROUP BY over the whole table grew with it)."""
     body = generate_latest(_registry).decode()
-    lines = [
-        "# HELP smsq_messages_by_status Messages in the store by provider and status",
-        "# TYPE smsq_messages_by_status gauge",
-    ]
     try:
         with db.session() as s:
             rows = s.exec(
-                select(Message.provider, Message.status, func.count()).group_by(
-                    Message.provider, Message.status
-                )
+                select(Message.provider, Message.priority, Message.status, func.count())
+                .where(status_is(*ACTIVE))
+                .group_by(Message.status, Message.provider, Message.priority)
             ).all()
-            by_priority = _by_priority(s)
-        for provider, status, count in rows:
-            lines.append(
-                f'smsq_messages_by_status{{provider="{provider}",status="{status}"}} {count}'
-            )
-        lines.extend(by_priority)
+        lines = active_gauges(
+            [(p, pr, st, n) for p, pr, st, n in rows], get_settings().configured_providers()
+        )
     except Exception:
         log.warning("metrics: store unavailable", exc_info=True)
+        lines = []
     return PlainTextResponse(body + "\n".join(lines) + "\n", media_type=CONTENT_TYPE_LATEST)
 
 
-def _by_priority(s: Any) -> list[str]:
-    """Messages in the store by provider, priority and status (a gauge of its own)."""
-    rows = s.exec(
-        select(Message.provider, Message.priority, Message.status, func.count()).group_by(
-            Message.provider, Message.priority, Message.status
-        )
-    ).all()
+def active_gauges(
+    rows: Sequence[tuple[str, str, str, int]], providers: Sequence[str] = ()
+) -> list[str]:
+    """`smsq_messages_by_status` and `smsq_messages_by_priority` from (provider,
+    priority, status, count) rows of the active statuses; every status of each of
+    `providers` (the configured ones) is shown, 0 when empty, so a drained queue
+    reads 0 rather than vanishing."""
+    by_status: dict[tuple[str, str], int] = {}
+    by_priority: dict[tuple[str, str, str], int] = {}
+    for provider, priority, status, count in rows:
+        by_status[(provider, status)] = by_status.get((provider, status), 0) + count
+        by_priority[(provider, priority, status)] = count
+    for provider in {p for p, _s in by_status} | set(providers):
+        for status in ACTIVE:
+            by_status.setdefault((provider, status), 0)
     lines = [
-        "# HELP smsq_messages_by_priority Messages in the store by provider, priority, status",
+        "# HELP smsq_messages_by_status Messages not final yet, by provider and status"
+        " (final ones: smsq_messages_total)",
+        "# TYPE smsq_messages_by_status gauge",
+    ]
+    for (provider, status), count in sorted(by_status.items()):
+        lines.append(f'smsq_messages_by_status{{provider="{provider}",status="{status}"}} {count}')
+    lines += [
+        "# HELP smsq_messages_by_priority Messages not final yet, by provider, priority, status",
         "# TYPE smsq_messages_by_priority gauge",
     ]
-    for provider, priority, status, count in rows:
+    for (provider, priority, status), count in sorted(by_priority.items()):
         labels = f'provider="{provider}",priority="{priority}",status="{status}"'
         lines.append(f"smsq_messages_by_priority{{{labels}}} {count}")
     return lines

@@ -218,3 +218,9 @@ def test_store_stopped_mid_run_loses_nothing_and_keeps_every_gateway_id(
         p.read_text(errors="replace") for p in (pg_stack.data_dir / "logs").glob("w*.log")
     )
     assert "store reachable again: storing the gateway's answer" in logs
+
+
+def test_retention_masks_an_old_final_message_on_postgres(pg_stack: Stack) -> None:
+    from tests.integration.test_retention import check_retention
+
+    check_retention(pg_stack)

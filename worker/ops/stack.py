@@ -49,6 +49,24 @@ def sandbox_env(sandbox_url: str, providers: list[str] | None = None) -> dict[st
     return env
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A process run as if on another host: under a command prefix (the fault suite's
+    `ip netns exec NS`), reaching this machine's services (Redis, the store, the
+    sandbox) at `address` instead of loopback; web stays where gateways push to it."""
+
+    prefix: tuple[str, ...]
+    address: str
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return {
+            key: value.replace("127.0.0.1", self.address)
+            if key.startswith("SMSQ_") and key != "SMSQ_PUBLIC_URL"
+            else value
+            for key, value in env.items()
+        }
+
+
 @dataclass
 class Stack:
     """The processes of one smsq deployment on this machine.
@@ -56,7 +74,9 @@ class Stack:
     `workers=N` starts N worker processes named `w1`..`wN` (Celery node names
     `w1@host`.., as on N hosts), `beats=N` N beat processes `beat1`..; with one
     of each they are `worker` and `beat`. `kill`, `restart`, `stop_redis` and
-    `start_redis` are the fault suite's handles.
+    `start_redis` are the fault suite's handles. `placements` puts processes on other
+    hosts (network namespaces); `listen`: the addresses besides loopback where the
+    embedded Redis and the sandbox accept them.
     """
 
     data_dir: Path
@@ -77,6 +97,8 @@ class Stack:
     redis_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     exported: dict[str, str] = field(default_factory=dict)  # the SMSQ_* this stack set
+    placements: dict[str, Placement] = field(default_factory=dict)
+    listen: tuple[str, ...] = ()
 
     @property
     def worker_names(self) -> list[str]:
@@ -100,11 +122,11 @@ class Stack:
         broker = self.broker or os.environ.get("SMSQ_BROKER_URL")
         if not broker:
             self.started_redis = running_url(self.data_dir) is None
-            broker = ensure_embedded_redis(self.data_dir)
+            broker = ensure_embedded_redis(self.data_dir, listen=self.listen)
         self.redis_port = (
             int(broker.rsplit(":", 1)[1].split("/")[0]) if self.started_redis else None
         )
-        self.sandbox = start_in_thread(delivery_seconds=self.delivery_seconds)
+        self.sandbox = start_in_thread(delivery_seconds=self.delivery_seconds, listen=self.listen)
         self.web_port = self.web_port or free_port()
         env = {
             "SMSQ_DATA_DIR": str(self.data_dir),
@@ -204,8 +226,11 @@ class Stack:
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (kept for the child)
         self.commands[name] = command
+        env, placement = self.env, self.placements.get(name)
+        if placement is not None:
+            command, env = [*placement.prefix, *command], placement.env(env)
         self.processes[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()  # the child has its own descriptor
 
@@ -245,7 +270,7 @@ class Stack:
         """Start the embedded Redis again on the same port; it reloads its AOF."""
         if self.redis_port is None:
             raise RuntimeError("this stack did not start the embedded Redis")
-        ensure_embedded_redis(self.data_dir, port=self.redis_port)
+        ensure_embedded_redis(self.data_dir, port=self.redis_port, listen=self.listen)
 
     def log_tails(self, chars: int = 2000) -> str:
         """The end of every process's log, for a stack that did not come up."""

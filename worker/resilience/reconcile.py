@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel import Session, select
+
 from producer import db
 from producer.api import gateway_schedules
 from producer.models import Message, utcnow
@@ -31,7 +33,7 @@ from producer.status import Status
 from worker.gateways.base import LookupResult, ProviderError, RetryableProviderError
 from worker.gateways.registry import get_adapter
 from worker.sending import copy_window
-from worker.store.transitions import load_rows, move, record_event
+from worker.store.transitions import fence, load_rows, move, record_event
 from worker.tracking.dlr import adopt_early_reports
 from worker.tracking.polling import first_poll_at
 
@@ -94,10 +96,12 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
             answers[row.id] = lookup(row)
     done = Settled()
     now = utcnow()
+    tokens = {r.id: r.claim_token for r in rows}
     with db.session() as s:
-        for row in load_rows(s, [r.id for r in rows]):
-            if row.status != Status.SENDING.value:
-                continue  # settled meanwhile (a late answer, another beat)
+        fence(s, rows)  # the claims judged lost, not one taken since (`transitions.fence`)
+        for row in _lock_rows(s, [r.id for r in rows]):
+            if row.status != Status.SENDING.value or row.claim_token != tokens[row.id]:
+                continue  # settled meanwhile (a late answer, another beat), or claimed again
             answer = answers.get(row.id)
             if answer is not None:
                 record_event(
@@ -116,6 +120,18 @@ def settle(ids: Sequence[str], *, source: str, cause: str) -> Settled:
     if done.total or done.later:
         log.info("uncertain sends settled (%s): %s", policy, done)
     return done
+
+
+def _lock_rows(s: Session, ids: list[str]) -> list[Message]:
+    """The rows of `ids`, locked for this transaction on PostgreSQL; rows another
+    transaction holds are skipped, for a later tick: a writer cut off mid-way (a
+    partitioned host) may hold them in a transaction left open, and the tick's
+    thread must not wait behind it."""
+    return list(
+        s.exec(
+            select(Message).where(Message.id.in_(ids)).with_for_update(skip_locked=True)  # type: ignore[union-attr]
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from producer import db
 from producer.limits import limits_for
-from producer.models import Message, utcnow
+from producer.models import ACTIVE, Message, status_is, utcnow
 from producer.queues import VISIBILITY_TIMEOUT
 from producer.settings import get_settings
 from producer.status import Status
@@ -77,7 +77,7 @@ def _expire_stale() -> int:
     with db.session() as s:
         rows = s.exec(
             select(Message)
-            .where(Message.status.in_(waiting), Message.expires_at <= now)  # type: ignore[attr-defined,operator]
+            .where(status_is(*waiting), Message.expires_at <= now)  # type: ignore[operator]
             .limit(TICK_LIMIT)
             .with_for_update(skip_locked=True)  # see _lease_due
         ).all()
@@ -103,7 +103,7 @@ def _release_scheduled() -> int:
     with db.session() as s:
         rows = s.exec(
             select(Message)
-            .where(Message.status == Status.SCHEDULED.value, Message.send_at <= now)  # type: ignore[operator]
+            .where(status_is(Status.SCHEDULED.value), Message.send_at <= now)  # type: ignore[operator]
             .limit(TICK_LIMIT)
             .with_for_update(skip_locked=True)  # see _lease_due
         ).all()
@@ -128,7 +128,7 @@ def _lease_due(status: Status, column: str, until: datetime) -> list[Message]:
     with db.session() as s:
         rows = s.exec(
             select(Message)
-            .where(Message.status == status.value, due_at <= now)  # type: ignore[arg-type]
+            .where(status_is(status.value), due_at <= now)  # partial index: see status_is
             .order_by(due_at)
             .limit(TICK_LIMIT)
             # PostgreSQL: lock the rows up front and skip those another transaction
@@ -232,7 +232,9 @@ def _settle_stuck_sending() -> int:
         candidates = s.exec(
             select(Message.id, Message.claimed_at, Message.claimed_by)
             .where(
-                Message.status == Status.SENDING.value,
+                # The active rows' index (SQLite cannot tell `= 'sending'` implies its IN).
+                status_is(*ACTIVE),
+                status_is(Status.SENDING.value),
                 Message.claimed_at <= dead_cutoff,  # type: ignore[operator]
                 # Not asked about since the claim (the claim sets both times), or asked
                 # LOOKUP_RETRY_SECONDS ago: a failed lookup touches `updated_at`.

@@ -25,7 +25,7 @@ from worker.sending.decisions import (
     pick_fallback,
 )
 from worker.sending.outcome import Requeue, SendOutcome
-from worker.store.transitions import load_rows, move, record_event
+from worker.store.transitions import fence, load_rows, move, record_event
 
 
 def fallback_for(row: Message) -> tuple[str | None, list[str]]:
@@ -81,6 +81,7 @@ def _divert(
     rerouted: list[str] = []
     waiting: list[str] = []
     with db.session() as s:
+        fence(s, rows)  # only rows still under this claim (see `transitions.fence`)
         for row in load_rows(s, [r.id for r in rows]):
             if row.status != Status.SENDING.value:
                 continue
@@ -92,7 +93,7 @@ def _divert(
             elif _hold(s, row, reason, skipped, wait, now):
                 waiting.append(row.id)
                 outcome.waiting += 1
-            else:
+            elif row.status == Status.FAILED.value:
                 outcome.failed += 1
         s.commit()
     if rerouted:
@@ -149,7 +150,7 @@ def _hold(
         )
         return False
     why = f"; fallbacks: {', '.join(skipped)}" if skipped else "; no fallback"
-    move(
+    return move(
         s,
         row,
         Status.QUEUED,
@@ -158,4 +159,3 @@ def _hold(
         attempts=attempts,
         next_attempt_at=plan.next_attempt_at,
     )
-    return True

@@ -29,7 +29,16 @@ from worker.sending.decisions import (
     retry_plan,
 )
 from worker.sending.outcome import Requeue, SendOutcome
-from worker.store.transitions import Move, load_rows, move, move_many, record_event
+from worker.store.transitions import (
+    Move,
+    fence,
+    load_rows,
+    move,
+    move_many,
+    record_event,
+    stale_write,
+    update_held,
+)
 from worker.tracking.dlr import adopt_early_reports_of
 from worker.tracking.polling import first_poll_at
 
@@ -65,6 +74,7 @@ def _store_results(
     now = utcnow()
     accepted: list[Move] = []
     with db.session() as s:
+        fence(s, rows)  # only rows still under this claim (see `transitions.fence`)
         if fresh:
             s.add_all(rows)  # no statement: they join this session as they are
         for row in rows if fresh else load_rows(s, [r.id for r in rows]):
@@ -117,7 +127,7 @@ def _held_in_outbox(
         f"in the {provider} outbox until {row.send_at} (outbox id {outbox_id}); "
         "smsq cancel removes it"
     )
-    move(
+    moved = move(
         s,
         row,
         Status.SENT,
@@ -130,8 +140,9 @@ def _held_in_outbox(
         next_attempt_at=None,
         next_poll_at=None,
     )
-    row.note = held
-    s.add(row)
+    if moved:
+        row.note = held
+        s.add(row)
 
 
 def _refused(s: Session, row: Message, result: SendResult) -> None:
@@ -161,6 +172,7 @@ def _retry_later(
     retry_ids: list[str] = []
     delay_used: float | None = None
     with db.session() as s:
+        fence(s, rows)
         for row in load_rows(s, [r.id for r in rows]):
             plan = _plan_retry(row, exc, now)
             _attempt_event(s, row, _retry_note(exc, plan.delay), counted=not exc.throttled)
@@ -177,7 +189,7 @@ def _retry_later(
                     maybe_sent_at=first_lost,
                 )
                 continue
-            move(
+            if move(
                 s,
                 row,
                 Status.QUEUED,
@@ -188,9 +200,9 @@ def _retry_later(
                 attempts=plan.attempts,
                 maybe_sent_at=first_lost,
                 next_attempt_at=plan.next_attempt_at,
-            )
-            retry_ids.append(row.id)
-            delay_used = plan.delay
+            ):
+                retry_ids.append(row.id)
+                delay_used = plan.delay
         s.commit()
     if retry_ids:  # a batch is one provider's
         kind = "throttled" if exc.throttled else "error"
@@ -225,10 +237,12 @@ def _hand_back(rows: list[Message], wait: float, requeue: Requeue, note: str) ->
     """Return claimed rows to the queue without counting an attempt (rate-limit wait)."""
     settings = get_settings()
     now = utcnow()
+    back: list[str] = []
     with db.session() as s:
+        fence(s, rows)
         for row in load_rows(s, [r.id for r in rows]):
             _attempt_event(s, row, f"rate-limited: {note}; handed back, not counted", counted=False)
-            move(
+            if move(
                 s,
                 row,
                 Status.QUEUED,
@@ -236,15 +250,18 @@ def _hand_back(rows: list[Message], wait: float, requeue: Requeue, note: str) ->
                 note=note,
                 attempts=max(0, row.attempts - 1),
                 next_attempt_at=now + timedelta(seconds=wait + settings.sweep_after_seconds),
-            )
+            ):
+                back.append(row.id)
         s.commit()
-    requeue([r.id for r in rows], min(wait, MAX_COUNTDOWN))
+    if back:
+        requeue(back, min(wait, MAX_COUNTDOWN))
 
 
 def _expire(rows: list[Message], outcome: SendOutcome) -> None:
     """Claimed rows past their validity: `expired`, never sent; the claim's attempt is
     given back (no request was made). The app's callback fires through `move`."""
     with db.session() as s:
+        fence(s, rows)
         for row in load_rows(s, [r.id for r in rows]):
             error = expiry_error(row.ttl, row.expires_at, row.maybe_sent_at is not None)
             moved = move(
@@ -265,6 +282,7 @@ def _expire(rows: list[Message], outcome: SendOutcome) -> None:
 def _fail(rows: list[Message], error: str, raw: object = None) -> None:
     """A permanent error for the whole request: failed, never retried."""
     with db.session() as s:
+        fence(s, rows)
         for row in load_rows(s, [r.id for r in rows]):
             _attempt_event(s, row, f"permanent error: {error}")
             move(s, row, Status.FAILED, source="worker", raw=raw, error=error, next_attempt_at=None)
@@ -280,19 +298,18 @@ def _mark_uncertain(rows: list[Message], note: str) -> None:
     a "not found" that only means "not yet".
     """
     policy = get_settings().uncertain_send
+    text = f"uncertain send: {note}" + (
+        "; the sweep will ask the gateway whether it has it" if policy == "reconcile" else ""
+    )
     with db.session() as s:
+        released = update_held(s, rows, claimed_by=liveness.RELEASED, note=text)
         for row in load_rows(s, [r.id for r in rows]):
             _attempt_event(s, row, f"uncertain: {note}")
-            row.claimed_by = liveness.RELEASED
-            row.note = f"uncertain send: {note}" + (
-                "; the sweep will ask the gateway whether it has it"
-                if policy == "reconcile"
-                else ""
-            )
-            s.add(row)
+            if row.id not in released:
+                stale_write(s, row, None, "worker")
         s.commit()
-    if policy != "reconcile":
-        reconcile.settle([r.id for r in rows], source="worker", cause=note)
+    if policy != "reconcile" and released:
+        reconcile.settle(sorted(released), source="worker", cause=note)
 
 
 def _attempt_outcome(provider: str, result: SendResult | None) -> str:

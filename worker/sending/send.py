@@ -67,7 +67,7 @@ from worker.sending.record import (
     _store_results,
 )
 from worker.store import retry as store_retry
-from worker.store.transitions import claim_many, load_rows, move
+from worker.store.transitions import claim_many, fence, load_rows, move
 from worker.tracking.callback_urls import dlr_url_for
 
 log = logging.getLogger("smsq.sending")
@@ -191,6 +191,7 @@ def _unclaim(rows: list[Message]) -> None:
 
     def write() -> None:
         with db.session() as s:
+            fence(s, rows)  # the check below, made in the UPDATE itself
             for row in load_rows(s, [r.id for r in rows]):
                 if row.status != Status.SENDING.value or row.claim_token != tokens.get(row.id):
                     continue  # no longer this claim's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from worker.tracking import notify
 log = logging.getLogger("smsq.transitions")
 _EVENTS = "smsq_pending_events"
 _COUNTS = "smsq_pending_counts"
+_FENCE = "smsq_claim_fence"
 
 
 def dump_raw(raw: Any) -> str | None:
@@ -103,6 +105,99 @@ def _drop_events(s: Session) -> None:
     s.info.pop(_COUNTS, None)
 
 
+def fence(s: Session, claimed: Iterable[Message]) -> None:
+    """Make every `move` (and `move_many`) of these rows in `s` conditional on the claim
+    each one carries here: the row must still be `sending` under that `claim_token`,
+    in the UPDATE itself. Otherwise nothing is written, and the stale write is logged
+    and kept as an event that changed nothing.
+
+    A worker passes the rows as it claimed them (not fresh copies) to every write it
+    makes after its request: one cut off from the store for longer than its heartbeat
+    (a partition, a long pause) may find, when it comes back with its answers, that
+    beat has settled its claims and another worker has claimed the rows since.
+    """
+    s.info.setdefault(_FENCE, {}).update({r.id: r.claim_token for r in claimed})
+
+
+def _unfence(s: Session, message_id: str) -> None:
+    """The writer's claim is done with (the row has left `sending` under it, in this
+    transaction): later moves in `s`, such as early reports applied, are not fenced."""
+    s.info.get(_FENCE, {}).pop(message_id, None)
+
+
+def fenced(s: Session, message_id: str) -> tuple[bool, str | None]:
+    """(whether writes to `message_id` in `s` are fenced, the claim token they need)."""
+    held: dict[str, str | None] = s.info.get(_FENCE, {})
+    return message_id in held, held.get(message_id)
+
+
+def update_held(s: Session, claimed: Iterable[Message], **values: Any) -> set[str]:
+    """Set `values` (no status change) on those of `claimed` still `sending` under the
+    claim each carries, one conditional UPDATE per claim token; the ids written. The
+    `fence` of a write that is not a `move` (giving a claim up after an uncertain send)."""
+    by_token: dict[str | None, list[str]] = {}
+    for row in claimed:
+        by_token.setdefault(row.claim_token, []).append(row.id)
+    done: set[str] = set()
+    for token, ids in by_token.items():
+        done |= set(
+            s.connection()
+            .execute(
+                update(Message)
+                .where(
+                    Message.id.in_(ids),  # type: ignore[union-attr]
+                    Message.status == Status.SENDING.value,
+                    Message.claim_token == token,  # type: ignore[arg-type]
+                )
+                .values(**values)
+                .returning(Message.id)
+            )
+            .scalars()
+        )
+    return done
+
+
+def stale_write(
+    s: Session,
+    row: Message,
+    new: Status | None,
+    source: str,
+    raw: Any = None,
+    status: str | None = None,
+) -> None:
+    """A fenced write to a row no longer under the writer's claim: nothing changes; it is
+    logged, and kept as an event that was not applied. `status`: the row's status now,
+    when `row` (the writer's copy) does not show it."""
+    status = status or row.status
+    now = "sending under another claim" if status == Status.SENDING.value else status
+    log.warning(
+        "message %s: stale write%s not applied: the row is %s",
+        row.id,
+        f" (-> {new.value})" if new else "",
+        now,
+        extra={"message_id": row.id, "provider": row.provider, "status": status},
+    )
+    record_event(
+        s,
+        row.id,
+        source=source,
+        kind="status",
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        old=status,
+        new=new,
+        applied=False,
+        note=f"not applied: this worker's claim was settled meanwhile (the row is {now})",
+        raw=raw,
+    )
+
+
+def _status_now(s: Session, message_id: str) -> str:
+    """The stored status of a row, read without touching its copies in the session."""
+    found = s.connection().execute(select(Message.status).where(Message.id == message_id))
+    return found.scalar() or "gone"
+
+
 def move(
     s: Session,
     row: Message,
@@ -118,10 +213,14 @@ def move(
 
     `fields` are other columns to set in the same UPDATE. `only_from`: the statuses
     this change is meant for (a cancel: scheduled or queued); if another process
-    moved the row elsewhere first, nothing is applied. Returns True when applied.
-    The caller commits.
+    moved the row elsewhere first, nothing is applied. A row under `fence` must still
+    be `sending` under its writer's claim. Returns True when applied. The caller commits.
     """
     old = Status(row.status)
+    is_fenced, token = fenced(s, row.id)
+    if is_fenced and (old is not Status.SENDING or row.claim_token != token):
+        stale_write(s, row, new, source, raw)
+        return False
     if only_from is not None and old not in only_from:
         return False
     if not can_move(old, new):
@@ -143,11 +242,15 @@ def move(
     values: dict[str, Any] = {"status": new.value, "updated_at": now, **fields}
     # On the session's connection: no autoflush per row, no ORM bookkeeping; the
     # events queued with `s.add` are flushed together at commit.
-    result = s.connection().execute(
-        update(Message)
-        .where(Message.id == row.id, Message.status == old.value)  # type: ignore[arg-type]
-        .values(**values)
-    )
+    statement = update(Message).where(Message.id == row.id, Message.status == old.value)  # type: ignore[arg-type]
+    if is_fenced:
+        statement = statement.where(Message.claim_token == token)  # type: ignore[arg-type]
+    result = s.connection().execute(statement.values(**values))
+    if result.rowcount != 1 and is_fenced:
+        # No longer this claim's. The writer's copy is left as it is (not refreshed):
+        # it may be the one the worker holds, whose token a retried write fences with.
+        stale_write(s, row, new, source, raw, _status_now(s, row.id))
+        return False
     if result.rowcount != 1:  # type: ignore[attr-defined]
         # Someone else moved it first: re-read and try once more from there.
         s.refresh(row)
@@ -158,6 +261,8 @@ def move(
         return False
     for key, value in values.items():
         set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush
+    if is_fenced:
+        _unfence(s, row.id)
     count_status(s, row.provider, new.value, priority=row.priority)
     if notify.wants_notification(row, old.value, new.value):
         notify.add_notification(s, row, old.value, new.value, now)
@@ -207,39 +312,57 @@ class Move:
 def move_many(s: Session, new: Status, moves: list[Move], *, source: str) -> int:
     """`move` for many rows at once: one executemany UPDATE per kind of change.
 
-    Same rules as `move` (conditional on the status read, forward only, one event
-    and notification per row); rows whose change is not a forward move, or that
-    someone else moved meanwhile, go through `move` one by one. Returns how many
-    rows moved.
+    Same rules as `move` (conditional on the status read, forward only, a `fence`
+    kept, one event and notification per row); rows whose change is not a forward
+    move, that are no longer their writer's, or that someone else moved meanwhile, go
+    through `move` one by one. Returns how many rows moved.
     """
-    groups: dict[tuple[str, tuple[str, ...]], list[Move]] = {}
+    groups: dict[tuple[str, tuple[str, ...], bool], list[Move]] = {}
     for m in moves:
-        groups.setdefault((m.row.status, tuple(sorted(m.fields))), []).append(m)
+        is_fenced, token = fenced(s, m.row.id)
+        stale = is_fenced and (m.row.status != Status.SENDING.value or m.row.claim_token != token)
+        key = ("stale" if stale else m.row.status, tuple(sorted(m.fields)), is_fenced)
+        groups.setdefault(key, []).append(m)
     moved = 0
-    for (old_value, keys), group in groups.items():
-        old = Status(old_value)
-        if not can_move(old, new) or len(group) == 1:
+    for (old_value, keys, is_fenced), group in groups.items():
+        if old_value == "stale" or not can_move(Status(old_value), new) or len(group) == 1:
             moved += sum(
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
                 for m in group
             )
             continue
-        moved += _move_group(s, old, new, keys, group, source)
+        moved += _move_group(s, Status(old_value), new, keys, group, source, is_fenced)
     return moved
 
 
 def _move_group(
-    s: Session, old: Status, new: Status, keys: tuple[str, ...], group: list[Move], source: str
+    s: Session,
+    old: Status,
+    new: Status,
+    keys: tuple[str, ...],
+    group: list[Move],
+    source: str,
+    is_fenced: bool = False,
 ) -> int:
     now = utcnow()
-    statement = (
-        update(Message)
-        .where(Message.id == bindparam("_id"), Message.status == old.value)  # type: ignore[arg-type]
-        .values(
-            status=new.value, updated_at=bindparam("_at"), **{k: bindparam(f"_{k}") for k in keys}
-        )
+    statement = update(Message).where(
+        Message.id == bindparam("_id"),  # type: ignore[arg-type]
+        Message.status == old.value,  # type: ignore[arg-type]
     )
-    params = [{"_id": m.row.id, "_at": now, **{f"_{k}": m.fields[k] for k in keys}} for m in group]
+    if is_fenced:
+        statement = statement.where(Message.claim_token == bindparam("_token"))  # type: ignore[arg-type]
+    statement = statement.values(
+        status=new.value, updated_at=bindparam("_at"), **{k: bindparam(f"_{k}") for k in keys}
+    )
+    params = [
+        {
+            "_id": m.row.id,
+            "_at": now,
+            **({"_token": fenced(s, m.row.id)[1]} if is_fenced else {}),
+            **{f"_{k}": m.fields[k] for k in keys},
+        }
+        for m in group
+    ]
     result = s.connection().execute(statement, params)
     done = group
     if result.rowcount != len(group):  # type: ignore[attr-defined]
@@ -258,13 +381,16 @@ def _move_group(
         done = [m for m in group if m.row.id in ours]
         for m in group:
             if m.row.id not in ours:
-                s.refresh(m.row)
+                if not is_fenced:  # a fenced row is refused by `move` as it is
+                    s.refresh(m.row)
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
     by_provider: dict[tuple[str, str], int] = {}
     for m in done:
         row = m.row
         for key, value in {"status": new.value, "updated_at": now, **m.fields}.items():
             set_committed_value(row, key, value)
+        if is_fenced:
+            _unfence(s, row.id)
         key = (row.provider, row.priority)
         by_provider[key] = by_provider.get(key, 0) + 1
         if notify.wants_notification(row, old.value, new.value):

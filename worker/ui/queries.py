@@ -25,7 +25,16 @@ from sqlmodel import col, select
 
 from producer import db
 from producer.errors import InvalidMessage
-from producer.models import BalanceSnapshot, Message, MessageEvent, UiAction, UiStat, utcnow
+from producer.models import (
+    ACTIVE,
+    BalanceSnapshot,
+    Message,
+    MessageEvent,
+    UiAction,
+    UiStat,
+    status_is,
+    utcnow,
+)
 from producer.queues import TASK_ROUTES, WORKER_QUEUES
 from producer.settings import get_settings, provider_names, provider_settings
 from producer.status import Status
@@ -146,7 +155,9 @@ def waiting_by_priority() -> list[dict[str, Any]]:
     with db.session() as s:
         rows = s.exec(
             select(Message.provider, Message.priority, Message.status, func.count())
-            .where(col(Message.status).in_(WAITING))
+            # the active rows' partial index (migration 0010): literal statuses, and the
+            # index's own IN, which SQLite needs to see to use it
+            .where(status_is(*ACTIVE), status_is(*WAITING))
             .group_by(Message.provider, Message.priority, Message.status)
         ).all()
     table: dict[tuple[str, str], dict[str, Any]] = {}
@@ -253,7 +264,7 @@ def uncertain_sends(now: datetime | None = None) -> list[dict[str, Any]]:
     with db.session() as s:
         rows = s.exec(
             select(Message)
-            .where(col(Message.status) == Status.SENDING.value)
+            .where(status_is(*ACTIVE), status_is(Status.SENDING.value))  # see above
             .order_by(col(Message.claimed_at))
             .limit(200)
         ).all()

@@ -2,7 +2,7 @@
 for finding a message by number and by idempotency key
 
 Revision ID: 0011_ui_stats
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-20
 """
 
@@ -13,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision = "0011_ui_stats"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -154,8 +154,7 @@ def test_bulk_uses_every_slot_when_no_better_rank_waits(client) -> None:  # type
     """Registering waiters costs the backlog nothing: bulk alone keeps the full rate."""
     key = f"prio-alone-{random.random()}"
     grants = _contend(client, key, {f"bulk{n}": 2 for n in range(4)}, rate=10, seconds=3.0)
-    times = [at for at, _name in grants]
-    assert max_in_window(times) <= 10
+    # (The limit itself is the property test's, above: here only the use of it.)
     assert len(grants) >= 28, len(grants)  # 10/s for 3 s, the first second full
 
 

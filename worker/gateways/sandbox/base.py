@@ -91,6 +91,7 @@ class RequestRecord:
     path: str
     recipients: int = 0
     status: int = 200
+    client: str = ""  # the address it came from (the fault suite's hosts have their own)
 
 
 # The log record of the request a simulator's handler is serving (one per asyncio task).
@@ -164,7 +165,8 @@ class ProviderSim:
         """A route whose handler is logged and can be replaced by a queued fault."""
 
         async def endpoint(request: Request) -> Response:
-            record = RequestRecord(time.time(), request.method, request.url.path)
+            client = request.client.host if request.client else ""
+            record = RequestRecord(time.time(), request.method, request.url.path, client=client)
             _current_request.set(record)  # this request's, whatever others run meanwhile
             with self._lock:
                 self.requests.append(record)
