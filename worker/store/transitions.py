@@ -259,13 +259,31 @@ def move(
                 s, row, new, source=source, raw=raw, note=note, only_from=only_from, **fields
             )
         return False
+    _applied(s, row, old, new, values, source, note, raw, is_fenced)
+    count_status(s, row.provider, new.value, priority=row.priority)
+    return True
+
+
+def _applied(
+    s: Session,
+    row: Message,
+    old: Status,
+    new: Status,
+    values: dict[str, Any],
+    source: str,
+    note: str | None,
+    raw: Any,
+    is_fenced: bool,
+) -> None:
+    """What follows an applied change, for `move` and `move_many` alike: the row's copy
+    holds what the UPDATE wrote (nothing to flush), its fence is lifted, the app's
+    notification and the event are queued, and it is logged."""
     for key, value in values.items():
-        set_committed_value(row, key, value)  # what the UPDATE wrote; nothing to flush
+        set_committed_value(row, key, value)
     if is_fenced:
         _unfence(s, row.id)
-    count_status(s, row.provider, new.value, priority=row.priority)
     if notify.wants_notification(row, old.value, new.value):
-        notify.add_notification(s, row, old.value, new.value, now)
+        notify.add_notification(s, row, old.value, new.value, values["updated_at"])
     record_event(
         s,
         row.id,
@@ -290,7 +308,6 @@ def move(
             "attempt": row.attempts,
         },
     )
-    return True
 
 
 def load_rows(s: Session, ids: list[str]) -> list[Message]:
@@ -386,39 +403,10 @@ def _move_group(
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
     by_provider: dict[tuple[str, str], int] = {}
     for m in done:
-        row = m.row
-        for key, value in {"status": new.value, "updated_at": now, **m.fields}.items():
-            set_committed_value(row, key, value)
-        if is_fenced:
-            _unfence(s, row.id)
-        key = (row.provider, row.priority)
+        values = {"status": new.value, "updated_at": now, **m.fields}
+        _applied(s, m.row, old, new, values, source, m.note, m.raw, is_fenced)
+        key = (m.row.provider, m.row.priority)
         by_provider[key] = by_provider.get(key, 0) + 1
-        if notify.wants_notification(row, old.value, new.value):
-            notify.add_notification(s, row, old.value, new.value, now)
-        record_event(
-            s,
-            row.id,
-            source=source,
-            kind="status",
-            provider=row.provider,
-            provider_message_id=row.provider_message_id,
-            old=old,
-            new=new,
-            note=m.note,
-            raw=m.raw,
-        )
-        log.info(
-            "message %s %s -> %s",
-            row.id,
-            old.value,
-            new.value,
-            extra={
-                "message_id": row.id,
-                "provider": row.provider,
-                "status": new.value,
-                "attempt": row.attempts,
-            },
-        )
     for (provider, priority), count in by_provider.items():
         count_status(s, provider, new.value, count, priority=priority)
     return len(done)
