@@ -8,6 +8,7 @@ SMSQ_DATABASE_URL for PostgreSQL.
 from __future__ import annotations
 
 import fcntl
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +32,16 @@ def database_url() -> str:
     settings = get_settings()
     if settings.database_url:
         return settings.database_url
-    data_dir = Path(settings.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir / 'smsq.db'}"
+    return _sqlite_url(str(settings.data_dir))
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_url(data_dir: str) -> str:
+    """The file under SMSQ_DATA_DIR, the directory made once: every session asks for
+    the URL (a path resolved and a mkdir were two system calls per session)."""
+    path = Path(data_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'smsq.db'}"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from redis.commands.core import Script
 
 from producer.settings import get_settings, provider_settings
 from worker import redis_client
@@ -139,6 +140,18 @@ def _client() -> redis.Redis:
     return redis_client.shared()
 
 
+_SCRIPTS: dict[str, Script] = {}
+
+
+def _script(client: redis.Redis, source: str) -> Script:
+    """`source` as a redis-py Script: EVALSHA by its digest (loaded on a NOSCRIPT), not
+    the whole text sent with every call. Called with the client of the moment."""
+    script = _SCRIPTS.get(source)
+    if script is None:
+        script = _SCRIPTS[source] = client.register_script(source)
+    return script
+
+
 class Breaker:
     """The breaker of one provider. Cheap to build: all state is in Redis."""
 
@@ -167,7 +180,8 @@ class Breaker:
         return self._given or _client()
 
     def _run(self, script: str, args: list[Any]) -> Any:
-        return self._redis.eval(script, len(self._keys), *self._keys, *args)
+        client = self._redis
+        return _script(client, script)(keys=self._keys, args=args, client=client)
 
     def _ttl_ms(self) -> int:
         return int(max(self.cooldown * 10, 3600) * 1000)
