@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from producer import kombu_clients
 from producer.queues import (
     ALERT_TASK,
     NOTIFY_TASK,
@@ -37,6 +38,7 @@ def publisher() -> Celery:
     global _app
     with _lock:
         if _app is None:
+            kombu_clients.install()
             app = Celery("smsq-producer")
             app.conf.update(celery_config())
             _app = app

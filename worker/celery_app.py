@@ -24,6 +24,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
+from producer import kombu_clients
 from producer.queues import (
     BALANCE_TASK,
     RETENTION_TASK,
@@ -70,6 +71,7 @@ def redbeat_settings() -> tuple[str, dict[str, Any]]:
 _redbeat_url, _redbeat_options = redbeat_settings()
 
 kombu_fix.install()  # a Redis lost mid-task must not end the worker (see the module)
+kombu_clients.install()  # one redis-py client per channel, not one per command
 
 app = Celery("smsq", include=["worker.tasks"])
 app.conf.update(celery_config())
