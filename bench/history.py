@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +46,7 @@ import redis
 from bench.costs import Costs, ProducerCounter, per_message, snapshot
 from bench.run import BENCH_ENV, Paused, sent_count, wait_until
 from producer import db, get_status, send_bulk, send_sms
+from producer.models import new_id
 from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
 from producer.settings import reload_settings
 from worker.ops.stack import Stack
@@ -92,7 +92,7 @@ def history_rows(start: int, stop: int, rows: int, now: datetime) -> Iterator[tu
         redacted = age > timedelta(days=REDACTED_AFTER_DAYS)
         claimed, sent, final = (created + timedelta(seconds=s) for s in (0.1, 0.5, 30))
         message = (
-            uuid.uuid4().hex,
+            new_id(created),  # as the producer makes it: ordered by creation time
             "",
             mask_number(number) if redacted else number,
             "" if redacted else f"history message {i}: your code is {i % 10_000:04d}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, ColumnElement, Index, Text, UniqueConstraint, literal_column, text
@@ -16,8 +16,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def new_id() -> str:
-    return uuid.uuid4().hex
+def new_id(at: datetime | None = None) -> str:
+    """A message id: 32 hex digits, ordered by creation time (UUIDv7's layout, RFC 9562:
+    48 bits of Unix milliseconds, then 74 random bits), not uuid4's random order. New
+    rows' entries then land at the right edge of every index on an id (the messages'
+    key, the events' `message_id`), so a year of history does not spread each insert
+    and claim over the whole index. 74 random bits keep an id unguessable."""
+    millis = int((at or utcnow()).timestamp() * 1000) & (1 << 48) - 1
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits; 6 become version and variant
+    value = millis << 80 | rand
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+    return f"{value:032x}"
 
 
 OWNER_MAX = 100
