@@ -78,7 +78,14 @@ def record_event(
 def _insert_events(s: Session) -> None:
     rows = s.info.pop(_EVENTS, None)
     if rows:
-        s.connection().execute(insert(MessageEvent), rows)
+        s.connection().execute(_events_insert(), rows)
+
+
+@functools.cache
+def _events_insert() -> Any:
+    """The events' INSERT on the table itself (Core, built once): every transaction of
+    a send has one."""
+    return insert(MessageEvent.__table__)  # type: ignore[attr-defined]
 
 
 def count_status(
@@ -484,8 +491,7 @@ def _claim_queued(
             .with_for_update()
         )
     params = {"ids": ids, "now": now, "claimer": claimer, "token": token}
-    options = {"synchronize_session": False}
-    found = s.scalars(_claim_statement(), params, execution_options=options)
+    found = s.scalars(_claim_statement(), params)
     claimed = {row.id: row for row in found}
     for message_id in ids:
         if message_id in claimed:
@@ -506,11 +512,12 @@ def _claim_statement() -> Any:
     """The claim's UPDATE, built once (building it was a tenth of a send's CPU).
     RETURNING the whole rows: no second read, and SQLite's write lock is held for this
     one UPDATE alone."""
-    return (
-        update(Message)
+    table = Message.__table__  # type: ignore[attr-defined]
+    core = (
+        update(table)
         .where(
-            Message.id.in_(bindparam("ids", expanding=True)),  # type: ignore[union-attr]
-            Message.status == Status.QUEUED.value,
+            table.c.id.in_(bindparam("ids", expanding=True)),
+            table.c.status == Status.QUEUED.value,
         )
         .values(
             status=Status.SENDING.value,
@@ -518,10 +525,11 @@ def _claim_statement() -> Any:
             claimed_by=bindparam("claimer"),
             claim_token=bindparam("token"),
             updated_at=bindparam("now"),
-            attempts=Message.attempts + 1,
+            attempts=table.c.attempts + 1,
         )
-        .returning(Message)
+        .returning(*table.c)
     )
+    return select(Message).from_statement(core)
 
 
 def claim(s: Session, message_id: str, now: datetime) -> bool:

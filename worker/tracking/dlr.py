@@ -8,11 +8,13 @@ send's answer is stored) but bounded: at most UNKNOWN_REPORTS_MAX, for 24 h.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import bindparam, delete, func
 from sqlmodel import Session, select
 
 from producer import db
@@ -176,6 +178,22 @@ def adopt_early_reports(s: Session, row: Message) -> int:
     return adopt_early_reports_of(s, [row])
 
 
+@functools.cache
+def _early_reports_query() -> Any:
+    """Pushes of `provider` for the gateway ids `ids` not matched to a message yet; built
+    once (every send with an id asks it: ix_message_events_unmatched answers)."""
+    return (
+        select(MessageEvent)
+        .where(
+            MessageEvent.message_id.is_(None),  # type: ignore[union-attr]
+            MessageEvent.provider == bindparam("provider"),
+            MessageEvent.provider_message_id.in_(bindparam("ids", expanding=True)),  # type: ignore[union-attr]
+            MessageEvent.source == "push",
+        )
+        .order_by(MessageEvent.id)  # type: ignore[arg-type]
+    )
+
+
 def adopt_early_reports_of(s: Session, rows: list[Message]) -> int:
     """`adopt_early_reports` for a batch's rows (one provider): one SELECT for all."""
     by_id = {
@@ -184,16 +202,8 @@ def adopt_early_reports_of(s: Session, rows: list[Message]) -> int:
     if not by_id:
         return 0
     provider = next(iter(by_id.values())).provider
-    early = s.exec(
-        select(MessageEvent)
-        .where(
-            MessageEvent.message_id.is_(None),  # type: ignore[union-attr]
-            MessageEvent.provider == provider,
-            MessageEvent.provider_message_id.in_(list(by_id)),  # type: ignore[union-attr]
-            MessageEvent.source == "push",
-        )
-        .order_by(MessageEvent.id)  # type: ignore[arg-type]
-    ).all()
+    params = {"provider": provider, "ids": list(by_id)}
+    early = s.scalars(_early_reports_query(), params).all()
     for event in early:
         row = by_id[event.provider_message_id]
         event.message_id = row.id
