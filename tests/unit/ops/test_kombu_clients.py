@@ -4,27 +4,15 @@ pool changes (a reconnect); what it publishes still arrives."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
 from producer import kombu_clients
-from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 
 
-@pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("kombu-clients")
-    found = ensure_embedded_redis(data_dir)
-    yield found
-    stop_embedded_redis(data_dir)
-
-
-def test_one_client_per_channel_until_its_pool_changes(url: str) -> None:
+def test_one_client_per_channel_until_its_pool_changes(real_redis: str) -> None:
     kombu_clients.install()
     kombu_clients.install()  # twice changes nothing
-    with Connection(url) as conn:
+    with Connection(real_redis) as conn:
         channel = conn.channel()
         first = channel._create_client()
         assert channel._create_client() is first
@@ -37,10 +25,10 @@ def test_one_client_per_channel_until_its_pool_changes(url: str) -> None:
         assert channel._create_client(asynchronous=True) is not again  # the loop's own
 
 
-def test_what_the_channel_publishes_arrives(url: str) -> None:
+def test_what_the_channel_publishes_arrives(real_redis: str) -> None:
     kombu_clients.install()
     queue = Queue("clients", Exchange("clients"), "clients")
-    with Connection(url) as conn:
+    with Connection(real_redis) as conn:
         producer = Producer(conn.channel(), exchange=queue.exchange)
         for n in range(3):
             producer.publish({"n": n}, routing_key="clients", declare=[queue])
