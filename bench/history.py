@@ -30,7 +30,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ import httpx
 import redis
 
 from bench.costs import Costs, ProducerCounter, per_message, snapshot
-from bench.run import BENCH_ENV, Paused, sent_count, wait_until
+from bench.run import Paused, bench_stack, sent_count, wait_until
 from producer import db, get_status, send_bulk, send_sms
 from producer.models import new_id
 from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
@@ -393,36 +392,13 @@ class StoreResult:
 
 
 def run_store(store: str, rows: int, shared_buffers: str = "") -> StoreResult:
-    from tests.pg import start as start_postgres
-
-    with tempfile.TemporaryDirectory(prefix=f"smsq-history-{store}-") as tmp:
-        pg = start_postgres() if store == "postgres" else None
-        if pg is not None and shared_buffers:
-            # The server's default (128 MB) is sized for a laptop; a store holding a
-            # million messages gets a cache that holds its hot indexes (PostgreSQL's
-            # own advice: about a quarter of the host's memory).
-            pg.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
-            pg.down()
-            pg.up()
-        env = {**BENCH_ENV, "SMSQ_RETENTION_DAYS": "90"}
-        if pg is not None:
-            env["SMSQ_DATABASE_URL"] = pg.database("history")
-        stack = Stack(
-            data_dir=Path(tmp),
-            delivery_seconds=1.0,
-            workers=2,
-            worker_concurrency=4,
-            web=True,
-            app="bench.app",
-            extra_env=env,
-        )
-        os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-        try:
-            try:
-                stack.start()
-            except RuntimeError:
-                print(stack.log_tails())
-                raise
+    # The server's default shared_buffers (128 MB) is sized for a laptop; a store
+    # holding a million messages gets a cache that holds its hot indexes (PostgreSQL's
+    # own advice: about a quarter of the host's memory).
+    env = {"SMSQ_RETENTION_DAYS": "90"}
+    try:
+        with bench_stack(store, env, shared_buffers=shared_buffers, prefix="history") as running:
+            stack, pg = running.stack, running.pg
             postmaster = pg.server.get_postmaster_info().pid if pg is not None else None
             bench = Bench(stack, redis.Redis.from_url(broker_url()), ProducerCounter(), postmaster)
             print(f"[{store}] warming up ...", flush=True)
@@ -437,11 +413,8 @@ def run_store(store: str, rows: int, shared_buffers: str = "") -> StoreResult:
             skip_rollup()
             print(f"[{store}] loaded in {load_seconds:.0f} s; with history ...", flush=True)
             full = measure(bench, sample, history=True)
-        finally:
-            stack.stop()
-            reload_settings()
-            if pg is not None:
-                pg.stop()
+    finally:
+        reload_settings()
     return StoreResult(store, rows, load_seconds, empty, full)
 
 
@@ -572,17 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1000:
         parser.error("--rows: at least 1000")
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            del os.environ[key]
     load = os.getloadavg()[0]
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     results = []
     for store in stores:
         results.append(run_store(store, args.rows, args.pg_shared_buffers))
-        for key in list(os.environ):
-            if key.startswith("SMSQ_"):
-                del os.environ[key]
     print_tables(results, load)
     return 0
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import BENCH_ENV, Paused, sent_count, wait_until
+from bench.run import Paused, bench_stack, sent_count, wait_until
 from producer import send_bulk, send_sms
 from producer.queues import SEND_BULK_QUEUE
 from worker.ops.stack import Stack
@@ -240,37 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     py_spy()
-    for key in list(os.environ):
-        if key.startswith("SMSQ_"):
-            del os.environ[key]
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="smsq-profile-") as tmp:
-        stack = Stack(
-            data_dir=Path(tmp),
-            delivery_seconds=1.0,
-            workers=2,
-            worker_concurrency=4,
-            web=False,
-            app="bench.app",
-            extra_env=BENCH_ENV,
-        )
-        os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-        try:
-            try:
-                stack.start()
-            except RuntimeError:
-                print(stack.log_tails())
-                raise
-            warm = [send_sms("243851234561", "warm", provider="keccel")]
-            wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
-            out = Path(tmp)
-            print("profiling single sends ...", flush=True)
-            views = {**VIEWS, **({"every thread": ["--idle"]} if args.idle else {})}
-            single = record(stack, out, "single", args.rate, views, single_run(args.single))
-            print("profiling bulk sends ...", flush=True)
-            bulk = record(stack, out, "bulk", args.rate, views, bulk_run(args.bulk))
-        finally:
-            stack.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="smsq-profile-") as out_dir,
+        bench_stack(web=False, prefix="profile") as running,
+    ):
+        stack, out = running.stack, Path(out_dir)
+        warm = [send_sms("243851234561", "warm", provider="keccel")]
+        wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
+        print("profiling single sends ...", flush=True)
+        views = {**VIEWS, **({"every thread": ["--idle"]} if args.idle else {})}
+        single = record(stack, out, "single", args.rate, views, single_run(args.single))
+        print("profiling bulk sends ...", flush=True)
+        bulk = record(stack, out, "bulk", args.rate, views, bulk_run(args.bulk))
     print(
         f"\nsmsq profile: {os.cpu_count()} CPUs, load average {load:.2f} at start; SQLite store; "
         f"py-spy at {args.rate} Hz on both worker processes (-c 4 each), views: " + ", ".join(views)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,6 +50,9 @@ from producer.models import Message
 from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
 from worker.gateways.sandbox.base import ProviderSim, max_in_window
 from worker.ops.stack import Stack
+
+if TYPE_CHECKING:
+    from tests.pg import EmbeddedPostgres
 
 RATE = 9
 SENT_OR_LATER = ("sent", "delivered", "undelivered", "expired")
@@ -302,25 +306,47 @@ def clear_smsq_env() -> None:
             del os.environ[key]
 
 
+@dataclass
+class BenchStack:
+    """A running bench stack and, on PostgreSQL, its embedded server."""
+
+    stack: Stack
+    pg: EmbeddedPostgres | None
+
+
 @contextmanager
-def store_stack(store: str) -> Iterator[Stack]:
-    """The bench's stack on `store`: SQLite in the stack's data directory, or a new
-    database of an embedded PostgreSQL (tests/pg.py), stopped afterwards."""
+def bench_stack(
+    store: str = "sqlite",
+    env: dict[str, str] | None = None,
+    *,
+    web: bool = True,
+    shared_buffers: str = "",
+    prefix: str = "bench",
+) -> Iterator[BenchStack]:
+    """The benchmarks' stack (two worker processes `-c 4` of `bench.app`, beat, the
+    simulators in this process) on `store`: SQLite in the stack's data directory, or a
+    new database of an embedded PostgreSQL (tests/pg.py, with `shared_buffers` when
+    given). The worker logs are printed if it does not start; everything is stopped
+    afterwards and the SMSQ_* variables it set are cleared."""
     from tests.pg import start as start_postgres
 
     clear_smsq_env()
     pg = start_postgres() if store == "postgres" else None
-    env = {**BENCH_ENV, **({"SMSQ_DATABASE_URL": pg.database("bench")} if pg else {})}
     try:
-        with tempfile.TemporaryDirectory(prefix=f"smsq-bench-{store}-") as tmp:
+        if pg is not None and shared_buffers:
+            pg.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+            pg.down()
+            pg.up()
+        db_env = {"SMSQ_DATABASE_URL": pg.database(prefix)} if pg is not None else {}
+        with tempfile.TemporaryDirectory(prefix=f"smsq-{prefix}-{store}-") as tmp:
             stack = Stack(
                 data_dir=Path(tmp),
                 delivery_seconds=1.0,
                 workers=2,
                 worker_concurrency=4,
-                web=True,
+                web=web,
                 app="bench.app",
-                extra_env=env,
+                extra_env={**BENCH_ENV, **(env or {}), **db_env},
             )
             os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
             try:
@@ -329,7 +355,7 @@ def store_stack(store: str) -> Iterator[Stack]:
                 except RuntimeError:
                     print(stack.log_tails())
                     raise
-                yield stack
+                yield BenchStack(stack, pg)
             finally:
                 stack.stop()
                 db.reset_engine()  # its pool's connections closed before the server stops
@@ -341,7 +367,8 @@ def store_stack(store: str) -> Iterator[Stack]:
 
 def run_store(store: str) -> StoreRun:
     """The whole stack on `store`, every measure; ordered so the workers restart twice."""
-    with store_stack(store) as stack:
+    with bench_stack(store) as running:
+        stack = running.stack
         assert stack.sandbox is not None
         sims = stack.sandbox.sandbox.sims
         r = redis.Redis.from_url(broker_url())

@@ -12,20 +12,26 @@ channel keeps one, built again when the channel's pool changes (a reconnect).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-_installed = False
+Method = Callable[..., Any]
 
 
-def install() -> None:
-    """Patch kombu's Redis Channel._create_client once per process (idempotent)."""
-    global _installed
-    if _installed:
-        return
+def patch_channel(method: str, wrap: Callable[[Method], Method]) -> None:
+    """Replace kombu's Redis `Channel.<method>` by `wrap(original)`, once per process
+    (idempotent: the patched method carries a mark)."""
     from kombu.transport import redis as kombu_redis
 
-    original = kombu_redis.Channel._create_client
+    current = getattr(kombu_redis.Channel, method)
+    if getattr(current, "_smsq_patched", False):
+        return
+    patched = wrap(current)
+    patched._smsq_patched = True  # type: ignore[attr-defined]
+    setattr(kombu_redis.Channel, method, patched)
 
+
+def _one_client(original: Method) -> Method:
     def _create_client(self: Any, asynchronous: bool = False) -> Any:
         if asynchronous:  # the consumer loop's own client, which kombu already keeps
             return original(self, asynchronous=True)
@@ -36,5 +42,9 @@ def install() -> None:
             self.__dict__["_smsq_client"] = client
         return client
 
-    kombu_redis.Channel._create_client = _create_client
-    _installed = True
+    return _create_client
+
+
+def install() -> None:
+    """Patch kombu's Redis Channel._create_client once per process (idempotent)."""
+    patch_channel("_create_client", _one_client)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_installed = False
+from producer.kombu_clients import Method, patch_channel
 
 
 def gone(channel: Any) -> bool:
@@ -30,20 +30,17 @@ def gone(channel: Any) -> bool:
     return connection is None or getattr(connection, "client", None) is None
 
 
-def install() -> None:
-    """Patch kombu's Redis Channel._connparams once per process (idempotent)."""
-    global _installed
-    if _installed:
-        return
+def _refuse_when_gone(original: Method) -> Method:
     import redis
-    from kombu.transport import redis as kombu_redis
-
-    original = kombu_redis.Channel._connparams
 
     def _connparams(self: Any, asynchronous: bool = False) -> Any:
         if gone(self):
             raise redis.exceptions.ConnectionError("the broker connection is closed")
         return original(self, asynchronous=asynchronous)
 
-    kombu_redis.Channel._connparams = _connparams
-    _installed = True
+    return _connparams
+
+
+def install() -> None:
+    """Patch kombu's Redis Channel._connparams once per process (idempotent)."""
+    patch_channel("_connparams", _refuse_when_gone)

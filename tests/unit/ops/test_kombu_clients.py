@@ -34,3 +34,19 @@ def test_what_the_channel_publishes_arrives(real_redis: str) -> None:
             producer.publish({"n": n}, routing_key="clients", declare=[queue])
         got = [queue(conn.channel()).get(no_ack=True) for _ in range(3)]
     assert [m.payload["n"] for m in got if m is not None] == [0, 1, 2]
+
+
+def test_each_patch_is_applied_once_per_process() -> None:
+    """A second install would wrap the patched method again (two clients per channel)."""
+    from kombu.transport import redis as kombu_redis
+
+    from worker.ops import kombu_fix
+
+    kombu_clients.install()
+    kombu_fix.install()
+    create_client, connparams = kombu_redis.Channel._create_client, kombu_redis.Channel._connparams
+    kombu_clients.install()
+    kombu_fix.install()
+    assert kombu_redis.Channel._create_client is create_client
+    assert kombu_redis.Channel._connparams is connparams
+    assert create_client.__name__ == "_create_client" and connparams.__name__ == "_connparams"
