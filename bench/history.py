@@ -2,13 +2,15 @@
 
 For each store (SQLite, then the embedded PostgreSQL of tests/pg.py): the stack
 of bench/run.py (embedded Redis, two worker processes `-c 4`, beat, web, the
-simulators), measured once with an empty store, then again after ROWS final
-messages and their events (three each) are written straight into the store
-(`executemany` on SQLite, `COPY` on PostgreSQL; then `VACUUM ANALYZE` there, as
-autovacuum would). The history spans 120 days: the oldest quarter is already
-redacted, as SMSQ_RETENTION_DAYS=90 would have left it.
+simulators) with two stores of that kind: an empty one, and one holding ROWS final
+messages and their events (three each), written straight into it (`executemany`
+on SQLite, `COPY` on PostgreSQL; then `VACUUM ANALYZE` there, as autovacuum
+would). The history spans 120 days: the oldest quarter is already redacted, as
+SMSQ_RETENTION_DAYS=90 would have left it. The send runs take the two stores in
+turn (every process restarted on the other store, and warmed up, between runs),
+so a minute in which the machine is slower slows both columns, not one.
 
-Measured each time: single and bulk throughput (the best of TRIES runs, each
+Measured on each store: single and bulk throughput (the best of TRIES runs, each
 timed from a filled, paused queue until every message is `sent`), beat's tick
 (`sweeps.tick` called here, and the tick task's own time in the workers' logs),
 `GET /metrics`, `get_status`, `smsq status`; with the history, a retention batch.
@@ -27,6 +29,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -337,21 +340,59 @@ def log_offsets(stack: Stack) -> dict[str, int]:
     return {n: (stack.data_dir / "logs" / f"{n}.log").stat().st_size for n in stack.worker_names}
 
 
-def measure(bench: Bench, ids: list[str], history: bool) -> Phase:
+def send_runs(bench: Bench, phase: Phase) -> None:
+    """One single and one bulk run on the store the stack is on; the best kept in
+    `phase`, with the tick task's times in the workers meanwhile."""
+    offsets = log_offsets(bench.stack)
+    rate, costs = bench.single()
+    if rate > phase.single:
+        phase.single, phase.single_costs = rate, costs
+    rate, costs = bench.bulk()
+    if rate > phase.bulk:
+        phase.bulk, phase.bulk_costs = rate, costs
+    phase.worker_tick += worker_ticks(bench.stack, offsets)
+
+
+def use_store(stack: Stack, url: str) -> None:
+    """This process and every process of the stack on the store at `url` (the workers,
+    beat and web restarted with it)."""
+    os.environ["SMSQ_DATABASE_URL"] = stack.env["SMSQ_DATABASE_URL"] = url
+    reload_settings()
+    db.reset_engine()
+    db.get_engine()  # the schema up to date before the processes start
+    for name in [*stack.worker_names, *stack.beat_names, "web"]:
+        stack.kill(name, signal.SIGTERM)
+        stack.restart(name)
+    stack.wait_ready()
+    warm_up()
+
+
+def warm_up() -> None:
+    """A few sends of each kind, untimed: the new worker processes import the send
+    path and compile its statements before a timed run."""
+    ids = [send_sms(f"24385{i:06d}1", f"warm {i}", provider="keccel") for i in range(16)]
+    for q in range(4):
+        numbers = [f"38068{q:03d}{i:03d}1" for i in range(20)]
+        ids += send_bulk(numbers, f"warm {q}", provider="smsclub")
+    wait_until(lambda: sent_count(ids) >= len(ids), 60, 0.1)
+
+
+def in_turn(bench: Bench, stores: dict[str, Phase]) -> None:
+    """The send runs on the stores {url: phase} in turn, TRIES rounds: a machine that is
+    slower for a minute slows both stores' runs, not one store's."""
+    for _ in range(TRIES):
+        for url, phase in stores.items():
+            use_store(bench.stack, url)
+            send_runs(bench, phase)
+
+
+def measure(bench: Bench, ids: list[str], phase: Phase, history: bool) -> None:
+    """The reads and the tick, timed on the store the stack is on, after its send runs
+    (their messages stay `sent`: the active rows the scrape and the tick look at)."""
     from worker.ops import cli
     from worker.resilience import sweeps
 
     stack = bench.stack
-    phase = Phase()
-    offsets = log_offsets(stack)
-    for _ in range(TRIES):
-        rate, costs = bench.single()
-        if rate > phase.single:
-            phase.single, phase.single_costs = rate, costs
-        rate, costs = bench.bulk()
-        if rate > phase.bulk:
-            phase.bulk, phase.bulk_costs = rate, costs
-    phase.worker_tick = worker_ticks(stack, offsets)
     phase.active = active_rows()
     phase.tick = timings(lambda: sweeps.tick(lambda _i: None, lambda _p, _i: None, lambda _i: None))
     with httpx.Client(timeout=30) as http:
@@ -376,7 +417,6 @@ def measure(bench: Bench, ids: list[str], history: bool) -> Phase:
         before = datetime.now(UTC) - timedelta(days=30)
         phase.retention = timings(lambda: redact_batch(before), 10)
     phase.size_mb = store_size_mb(stack)
-    return phase
 
 
 # --- one store ------------------------------------------------------------------------
@@ -404,18 +444,27 @@ def run_store(store: str, rows: int, shared_buffers: str = "") -> StoreResult:
             print(f"[{store}] warming up ...", flush=True)
             warm = [send_sms("243851234561", "warm", provider="keccel")]
             wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
-            print(f"[{store}] empty store ...", flush=True)
-            empty = measure(bench, warm, history=False)
-            print(f"[{store}] loading {rows:,} final messages ...", flush=True)
+            empty_url, empty, full = db.database_url(), Phase(), Phase()
+            full_url = (
+                pg.database("history_full")
+                if pg is not None
+                else f"sqlite:///{stack.data_dir / 'history.db'}"
+            )
+            print(f"[{store}] loading {rows:,} final messages into a second store ...", flush=True)
+            use_store(stack, full_url)
             started = time.monotonic()
             sample = load_history(rows)
             load_seconds = time.monotonic() - started
             skip_rollup()
-            print(f"[{store}] loaded in {load_seconds:.0f} s; with history ...", flush=True)
-            full = measure(bench, sample, history=True)
+            print(f"[{store}] loaded in {load_seconds:.0f} s; send runs on both in turn ...")
+            in_turn(bench, {full_url: full, empty_url: empty})  # ends on the empty store
+            print(f"[{store}] reads, empty store, then with history ...", flush=True)
+            measure(bench, warm, empty, history=False)
+            use_store(stack, full_url)
+            measure(bench, sample, full, history=True)
+        return StoreResult(store, rows, load_seconds, empty, full)
     finally:
         reload_settings()
-    return StoreResult(store, rows, load_seconds, empty, full)
 
 
 # --- the table ------------------------------------------------------------------------
