@@ -46,7 +46,7 @@ import httpx
 import redis
 
 from bench.costs import Costs, ProducerCounter, per_message, snapshot
-from bench.run import Paused, bench_stack, sent_count, wait_until
+from bench.run import Paused, bench_stack, sent_count, wait_sent, wait_until
 from producer import db, get_status, send_bulk, send_sms
 from producer.models import new_id
 from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
@@ -282,7 +282,7 @@ class Bench:
             ids = enqueue()
             self.producer_cpu += time.thread_time() - cpu
             self.counter.on = False
-        wait_until(lambda: sent_count(ids) >= len(ids), timeout=600, every=0.1)
+        wait_sent(ids, timeout=600)
         rate = len(ids) / (time.monotonic() - paused.started)
         return rate, per_message(before, self.snap(closing=True), len(ids))
 
@@ -377,7 +377,7 @@ def warm_up() -> None:
     for q in range(4):
         numbers = [f"38068{q:03d}{i:03d}1" for i in range(20)]
         ids += send_bulk(numbers, f"warm {q}", provider="smsclub")
-    wait_until(lambda: sent_count(ids) >= len(ids), 60, 0.1)
+    wait_sent(ids, timeout=60)
 
 
 def in_turn(bench: Bench, stores: dict[str, Phase]) -> None:

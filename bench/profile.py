@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import Paused, bench_stack, sent_count, wait_until
+from bench.run import Paused, bench_stack, sent_count, wait_sent, wait_until
 from producer import send_bulk, send_sms
 from producer.queues import SEND_BULK_QUEUE
 from worker.ops.stack import Stack
@@ -210,7 +210,7 @@ def single_run(n: int) -> Callable[[], tuple[int, float]]:
                 send_sms(f"2438{i:07d}{1 + i % 7}", f"profile {tag} {i}", provider="keccel")
                 for i in range(n)
             ]
-        wait_until(lambda: sent_count(ids) >= n, timeout=600, every=0.1)
+        wait_sent(ids, timeout=600)
         return n, time.monotonic() - paused.started
 
     return run
@@ -224,7 +224,7 @@ def bulk_run(requests: int) -> Callable[[], tuple[int, float]]:
             for q in range(requests):
                 numbers = [f"38067{q:03d}{i:03d}{1 + i % 7}" for i in range(100)]
                 ids += send_bulk(numbers, f"profile {tag} {q}", provider="smsclub")
-        wait_until(lambda: sent_count(ids) >= len(ids), timeout=600, every=0.1)
+        wait_sent(ids, timeout=600)
         return len(ids), time.monotonic() - paused.started
 
     return run

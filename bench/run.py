@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 RATE = 9
 SENT_OR_LATER = ("sent", "delivered", "undelivered", "expired")
+NEVER_SENT = ("failed", "rejected")
+FAIL_FAST_SECONDS = 2.0
 API_KEY = "bench-key-0123456789"
 BENCH_ENV = {
     "SMSQ_POLL_SCHEDULE": "3600",  # no polls during the run: sends only
@@ -114,20 +116,50 @@ def received(sim: ProviderSim, since: int) -> int:
     )
 
 
+def never_sent(ids: list[str]) -> list[tuple[str, str, str | None]]:
+    """(id, status, error) of those of `ids` that ended without being sent (500 a query)."""
+    found: list[tuple[str, str, str | None]] = []
+    with db.session() as s:
+        for start in range(0, len(ids), 500):
+            query = select(Message.id, Message.status, Message.error).where(
+                Message.id.in_(ids[start : start + 500]),  # type: ignore[union-attr]
+                Message.status.in_(NEVER_SENT),  # type: ignore[attr-defined]
+            )
+            found += [(i, status, error) for i, status, error in s.exec(query).all()]
+    return found
+
+
 def wait_sent(
     ids: list[str], sim: ProviderSim | None = None, since: int = 0, timeout: float = 300.0
 ) -> None:
     """Until every one of `ids` is `sent` or later in the store. The bench's process
     also runs the simulators, so the wait keeps off its CPU: first until `sim` has
     received as many recipients (an in-process count; none is `sent` before its
-    request arrives), then the store, polled only for the ids not yet seen sent."""
+    request arrives), then the store, polled only for the ids not yet seen sent.
+    Every FAIL_FAST_SECONDS it asks whether any has ended unsent (failed, rejected):
+    then it raises at once, with the reason, instead of waiting out the timeout."""
     deadline = time.monotonic() + timeout
-    if sim is not None:
-        wait_until(lambda: received(sim, since) >= len(ids), timeout, 0.05)
     pending = list(ids)
+    checked = time.monotonic()
+
+    def fail_fast() -> None:
+        nonlocal checked
+        if time.monotonic() - checked < FAIL_FAST_SECONDS:
+            return
+        checked = time.monotonic()
+        lost = never_sent(pending)
+        if lost:
+            _id, status, error = lost[0]
+            raise RuntimeError(
+                f"{len(lost)} of {len(ids)} messages ended unsent; the first {status}: {error}"
+            )
+
+    if sim is not None:
+        wait_until(lambda: fail_fast() or received(sim, since) >= len(ids), timeout, 0.05)
 
     def done() -> bool:
         nonlocal pending
+        fail_fast()
         seen = sent_ids(pending)
         pending = [i for i in pending if i not in seen]
         return not pending

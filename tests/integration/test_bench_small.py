@@ -6,6 +6,7 @@ benchmark fails here, in `make test`, instead of in a quarter-hour run."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -45,6 +46,14 @@ def test_a_small_bench_run_times_each_send_path(
         bulk = bench_run.bench_bulk(sims["smsclub"])
         keccel_sent = bench_run.received(sims["keccel"], keccel_before)
         smsclub_sent = bench_run.received(sims["smsclub"], smsclub_before)
+        # A message that ends unsent (the sandbox rejects numbers ending in 0) stops the
+        # wait at once, with the reason, instead of after its timeout.
+        since, started = len(sims["keccel"].requests), time.monotonic()
+        rejected = send_sms("243851234560", "rejected", provider="keccel")
+        with pytest.raises(RuntimeError, match="1 of 1 messages ended unsent; the first rejected"):
+            bench_run.wait_sent([rejected], sims["keccel"], since, timeout=60)
+        waited = time.monotonic() - started
     assert noop > 0 and single > 0 and bulk > 0
     assert (keccel_sent, smsclub_sent) == (60, 300)  # each reached the gateway once, none twice
+    assert waited < 10
     assert not any(key.startswith("SMSQ_") for key in os.environ)  # cleared on the way out
