@@ -8,10 +8,13 @@ of its own. This measures it: the embedded Redis, the sandbox (in this process, 
 its own thread), SQLite in a temporary directory or a database of an embedded
 PostgreSQL (tests/pg.py); N single Keccel messages queued by `send_sms` (no worker
 consumes them), then sent by calling `send_messages` from T threads, each its
-share. Printed per T: the sending threads' CPU per message (`time.thread_time`),
-the whole process's (the simulator's share included), messages/s.
+share, `--batch` ids per call (1: one task's work per message; more: what a task
+claiming several singles of one gateway would do). Printed per T: the sending
+threads' CPU per message (`time.thread_time`), the whole process's (the
+simulator's share included), messages/s.
 
-    .venv/bin/python bench/threads.py [--threads 1 4] [--messages 1600] [--store sqlite|postgres]
+    .venv/bin/python bench/threads.py [--threads 1 4] [--messages 1600] [--batch 1]
+                                      [--store sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def start(data_dir: Path) -> None:
     reset_process_state()
 
 
-def run(threads: int, messages: int) -> tuple[float, float, float]:
+def run(threads: int, messages: int, batch: int = 1) -> tuple[float, float, float]:
     """(sending threads' CPU ms/msg, process CPU ms/msg, msg/s) for `threads` threads."""
     from worker.sending.send import send_messages
 
@@ -68,9 +71,9 @@ def run(threads: int, messages: int) -> tuple[float, float, float]:
     cpu = [0.0] * threads
 
     def send(t: int) -> None:
-        started = time.thread_time()
-        for message_id in shares[t]:
-            send_messages([message_id], requeue)
+        share, started = shares[t], time.thread_time()
+        for start in range(0, len(share), batch):
+            send_messages(share[start : start + batch], requeue)
         cpu[t] = time.thread_time() - started
 
     workers = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--messages", type=int, default=1600)
+    parser.add_argument("--batch", type=int, default=1, help="ids per send_messages call")
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args(argv)
     if args.messages < max(args.threads):
@@ -104,19 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         from producer import db
 
         up.callback(db.reset_engine)  # its connections closed before the server stops
-        report(args.threads, args.messages, load)
+        report(args.threads, args.messages, args.batch, load)
     return 0
 
 
-def report(thread_counts: list[int], messages: int, load: float) -> None:
+def report(thread_counts: list[int], messages: int, batch: int, load: float) -> None:
     from producer import db
 
     print(
         f"smsq threads: {os.cpu_count()} CPUs, load average {load:.2f} at start; "
-        f"{db.get_engine().dialect.name} store; {messages} single Keccel sends per run"
+        f"{db.get_engine().dialect.name} store; {messages} single Keccel sends per run, "
+        f"{batch} per send_messages call"
     )
     for threads in thread_counts:
-        thread_ms, process_ms, rate = run(threads, messages)
+        thread_ms, process_ms, rate = run(threads, messages, batch)
         print(
             f"{threads} thread(s): sending threads' CPU {thread_ms:.2f} ms/msg, "
             f"process CPU {process_ms:.2f} ms/msg (the simulator's included), {rate:.0f} msg/s"
