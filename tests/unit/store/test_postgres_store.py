@@ -432,6 +432,37 @@ def test_workers_racing_for_the_same_rows_send_each_exactly_once(
     assert Counter(claims) == Counter({i: 1 for i in ids})
 
 
+def test_a_claim_of_one_row_skips_the_lock_in_id_order(pg: str) -> None:
+    """Several rows are locked first, in id order (two overlapping claims must not each
+    hold a row the other waits for); a claim of one row holds nothing while it waits,
+    so its UPDATE alone claims it: a single send saves that round trip."""
+    from worker.store.transitions import claim_many
+
+    ids = add_rows(4)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with db.session() as s:
+            one = claim_many(s, ids[:1], utcnow(), "a" * 32)
+            s.commit()
+        alone = statements[:]
+        statements.clear()
+        with db.session() as s:
+            several = claim_many(s, ids[1:], utcnow(), "b" * 32)
+            s.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [r.id for r in one] == ids[:1] and [r.id for r in several] == ids[1:]
+    assert not any("FOR UPDATE" in x for x in alone)
+    assert sum("FOR UPDATE" in x for x in statements) == 1
+    assert statuses(ids) == Counter({"sending": 4})
+
+
 def test_workers_and_ticks_racing_on_a_distant_store_never_deadlock(
     pg: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
