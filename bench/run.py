@@ -136,17 +136,21 @@ def wait_sent(
     also runs the simulators, so the wait keeps off its CPU: first until `sim` has
     received as many recipients (an in-process count; none is `sent` before its
     request arrives), then the store, polled only for the ids not yet seen sent.
-    Every FAIL_FAST_SECONDS it asks whether any has ended unsent (failed, rejected):
-    then it raises at once, with the reason, instead of waiting out the timeout."""
+    When the count has not moved for FAIL_FAST_SECONDS, it asks whether any has ended
+    unsent (failed, rejected): then it raises at once, with the reason, instead of
+    waiting out the timeout. A wait that moves asks nothing more."""
     deadline = time.monotonic() + timeout
     pending = list(ids)
-    checked = time.monotonic()
+    last_count, still_since = -1, time.monotonic()
 
-    def fail_fast() -> None:
-        nonlocal checked
-        if time.monotonic() - checked < FAIL_FAST_SECONDS:
+    def fail_fast(count: int) -> None:
+        nonlocal last_count, still_since
+        if count != last_count:
+            last_count, still_since = count, time.monotonic()
             return
-        checked = time.monotonic()
+        if time.monotonic() - still_since < FAIL_FAST_SECONDS:
+            return
+        still_since = time.monotonic()
         lost = never_sent(pending)
         if lost:
             _id, status, error = lost[0]
@@ -154,14 +158,19 @@ def wait_sent(
                 f"{len(lost)} of {len(ids)} messages ended unsent; the first {status}: {error}"
             )
 
+    def received_all() -> bool:
+        count = received(sim, since) if sim is not None else len(ids)
+        fail_fast(count)
+        return count >= len(ids)
+
     if sim is not None:
-        wait_until(lambda: fail_fast() or received(sim, since) >= len(ids), timeout, 0.05)
+        wait_until(received_all, timeout, 0.05)
 
     def done() -> bool:
         nonlocal pending
-        fail_fast()
         seen = sent_ids(pending)
         pending = [i for i in pending if i not in seen]
+        fail_fast(len(pending))
         return not pending
 
     wait_until(done, max(1.0, deadline - time.monotonic()), 0.1)
