@@ -46,7 +46,7 @@ import httpx
 import redis
 
 from bench.costs import Costs, ProducerCounter, per_message, snapshot
-from bench.run import Paused, bench_stack, sent_count, wait_sent, wait_until
+from bench.run import Paused, bench_stack, wait_sent
 from producer import db, get_status, send_bulk, send_sms
 from producer.models import new_id
 from producer.queues import SEND_BULK_QUEUE, SEND_QUEUE, broker_url
@@ -345,7 +345,7 @@ def send_runs(bench: Bench, phase: Phase) -> None:
     `phase`, with the tick task's times in the workers meanwhile."""
     assert bench.stack.sandbox is not None
     for sim in bench.stack.sandbox.sandbox.sims.values():  # an account that never runs dry:
-        sim.balance = 1e9  # twelve runs of 20,000 recipients outspend the sandbox's 100,000
+        sim.update_account({"balance": 1e9})  # twelve runs of 20,000 outspend its 100,000
     offsets = log_offsets(bench.stack)
     rate, costs = bench.single()
     if rate > phase.single:
@@ -435,9 +435,6 @@ class StoreResult:
 
 
 def run_store(store: str, rows: int, shared_buffers: str = "") -> StoreResult:
-    # The server's default shared_buffers (128 MB) is sized for a laptop; a store
-    # holding a million messages gets a cache that holds its hot indexes (PostgreSQL's
-    # own advice: about a quarter of the host's memory).
     env = {"SMSQ_RETENTION_DAYS": "90"}
     try:
         with bench_stack(store, env, shared_buffers=shared_buffers, prefix="history") as running:
@@ -446,7 +443,7 @@ def run_store(store: str, rows: int, shared_buffers: str = "") -> StoreResult:
             bench = Bench(stack, redis.Redis.from_url(broker_url()), ProducerCounter(), postmaster)
             print(f"[{store}] warming up ...", flush=True)
             warm = [send_sms("243851234561", "warm", provider="keccel")]
-            wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
+            wait_sent(warm, timeout=30)
             empty_url, empty, full = db.database_url(), Phase(), Phase()
             full_url = (
                 pg.database("history_full")

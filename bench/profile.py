@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.run import Paused, bench_stack, sent_count, wait_sent, wait_until
+from bench.run import Paused, bench_stack, wait_sent
 from producer import send_bulk, send_sms
 from producer.queues import SEND_BULK_QUEUE
 from worker.ops.stack import Stack
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         stack, out = running.stack, Path(out_dir)
         warm = [send_sms("243851234561", "warm", provider="keccel")]
-        wait_until(lambda: sent_count(warm) == 1, 30, 0.1)
+        wait_sent(warm, timeout=30)
         print("profiling single sends ...", flush=True)
         views = {**VIEWS, **({"every thread": ["--idle"]} if args.idle else {})}
         single = record(stack, out, "single", args.rate, views, single_run(args.single))
