@@ -57,3 +57,27 @@ def test_a_small_bench_run_times_each_send_path(
     assert (keccel_sent, smsclub_sent) == (60, 300)  # each reached the gateway once, none twice
     assert waited < 10
     assert not any(key.startswith("SMSQ_") for key in os.environ)  # cleared on the way out
+
+
+def test_a_small_history_run_takes_the_two_stores_in_turn(
+    own_environment: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/history.py's path: a second store loaded with history, the send runs on
+    both in turn (every process restarted on the other store), then the reads."""
+    from bench import history
+
+    monkeypatch.setattr(history, "N_SINGLE", 20)
+    monkeypatch.setattr(history, "N_BULK_REQUESTS", 2)
+    monkeypatch.setattr(history, "TRIES", 1)
+    result = history.run_store("sqlite", 2000)
+    empty, full = result.empty, result.full
+    assert min(empty.single, full.single, empty.bulk, full.bulk) > 0
+    # Each store holds its own runs' messages, `sent`: the runs went to both stores.
+    warm_up, run = 16 + 4 * 20, 20 + 2 * 100
+    assert empty.active == 1 + warm_up + run  # the stack's first warm message, then one turn
+    assert full.active == warm_up + (warm_up + run) + warm_up  # loaded, its turn, the reads
+    assert len(full.tick) == len(empty.tick) == history.SAMPLES and full.retention
+    assert full.size_mb > empty.size_mb
+    rows = history.table(result)
+    assert rows[0][0].startswith("single sends") and len(history.cost_table(result)) > 5
+    assert not any(key.startswith("SMSQ_") for key in os.environ)
