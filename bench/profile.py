@@ -1,6 +1,7 @@
 """`make profile`: where the worker processes spend their time, by py-spy.
 
-The stack of bench/run.py (embedded Redis, SQLite, two worker processes `-c 4`,
+The stack of bench/run.py (embedded Redis, SQLite or an embedded PostgreSQL with
+`--store postgres`, two worker processes `-c 4`,
 beat, the simulators in this process). For each run (single Keccel sends; SMSClub
 bulk, 100 numbers a request) the queue is filled while the workers are paused,
 then py-spy records every worker process (`py-spy record --format raw
@@ -12,7 +13,8 @@ package of the innermost frame, and the top functions by own samples (the frame
 running) and by total samples (the frame anywhere on the stack); and the workers'
 CPU time per message (psutil).
 
-    .venv/bin/python bench/profile.py [--single N] [--bulk REQUESTS] [--rate HZ] [--idle]
+    .venv/bin/python bench/profile.py [--store sqlite|postgres] [--single N] [--bulk REQUESTS]
+        [--rate HZ] [--idle]
 
 py-spy reads another process's memory: it needs root, or ptrace allowed
 (`kernel.yama.ptrace_scope=0`), or CAP_SYS_PTRACE.
@@ -42,6 +44,7 @@ from producer.queues import SEND_BULK_QUEUE
 from worker.ops.stack import Stack
 
 RATE = 200
+STORE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL (embedded)"}
 TOP = 12
 PACKAGES = 8
 # Frames every thread has at its bottom: they say nothing of where the time goes.
@@ -235,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=2000, help="single Keccel sends")
     parser.add_argument("--bulk", type=int, default=100, help="SMSClub requests of 100")
     parser.add_argument("--rate", type=int, default=RATE, help="samples per second")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument(
         "--idle", action="store_true", help="a third view: every thread, idle ones too (wall time)"
     )
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="smsq-profile-") as out_dir,
-        bench_stack(web=False, prefix="profile") as running,
+        bench_stack(args.store, web=False, prefix="profile") as running,
     ):
         stack, out = running.stack, Path(out_dir)
         warm = [send_sms("243851234561", "warm", provider="keccel")]
@@ -254,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print("profiling bulk sends ...", flush=True)
         bulk = record(stack, out, "bulk", args.rate, views, bulk_run(args.bulk))
     print(
-        f"\nsmsq profile: {os.cpu_count()} CPUs, load average {load:.2f} at start; SQLite store; "
+        f"\nsmsq profile: {os.cpu_count()} CPUs, load average {load:.2f} at start; "
+        f"{STORE_NAMES[args.store]} store; "
         f"py-spy at {args.rate} Hz on both worker processes (-c 4 each), views: " + ", ".join(views)
     )
     for run in (single, bulk):

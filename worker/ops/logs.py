@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from producer.settings import all_secrets, get_settings
 
-_EXTRA_KEYS = ("message_id", "provider", "attempt", "status", "task_id")
+_EXTRA_KEYS = ("message_id", "message_ids", "provider", "attempt", "status", "task_id")
 # The secret part of a delivery-callback path, as access logs would print it.
 _CALLBACK_PATH = re.compile(r"(/dlr/[A-Za-z0-9_-]+/)[^/\s?\"']+")
 # The password of any Redis URL (`redis://:pw@host`, `rediss://user:pw@host`), even one

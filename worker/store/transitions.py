@@ -309,10 +309,13 @@ def _applied(
     note: str | None,
     raw: Any,
     is_fenced: bool,
+    *,
+    logged: bool = True,
 ) -> None:
     """What follows an applied change, for `move` and `move_many` alike: the row's copy
     holds what the UPDATE wrote (nothing to flush), its fence is lifted, the app's
-    notification and the event are queued, and it is logged."""
+    notification and the event are queued, and it is logged (`logged`; a group move
+    logs one line for the group: `_log_group`)."""
     for key, value in values.items():
         set_committed_value(row, key, value)
     if is_fenced:
@@ -331,6 +334,8 @@ def _applied(
         note=note,
         raw=raw,
     )
+    if not logged:
+        return
     log.info(
         "message %s %s -> %s",
         row.id,
@@ -435,15 +440,29 @@ def _move_group(
                 if not is_fenced:  # a fenced row is refused by `move` as it is
                     s.refresh(m.row)
                 move(s, m.row, new, source=source, raw=m.raw, note=m.note, **m.fields)
-    by_provider: dict[tuple[str, str], int] = {}
+    by_provider: dict[tuple[str, str], list[str]] = {}
     for m in done:
         values = {"status": new.value, "updated_at": now, **m.fields}
-        _applied(s, m.row, old, new, values, source, m.note, m.raw, is_fenced)
-        key = (m.row.provider, m.row.priority)
-        by_provider[key] = by_provider.get(key, 0) + 1
-    for (provider, priority), count in by_provider.items():
-        count_status(s, provider, new.value, count, priority=priority)
+        _applied(s, m.row, old, new, values, source, m.note, m.raw, is_fenced, logged=False)
+        by_provider.setdefault((m.row.provider, m.row.priority), []).append(m.row.id)
+    for (provider, priority), ids in by_provider.items():
+        count_status(s, provider, new.value, len(ids), priority=priority)
+        _log_group(provider, old, new, ids)
     return len(done)
+
+
+def _log_group(provider: str, old: Status, new: Status, ids: list[str]) -> None:
+    """One line for the messages of a group move, every id on it: a line each made
+    logging 5-6 % of the bulk path's samples holding the GIL (make profile)."""
+    log.info(
+        "%d messages via %s %s -> %s: %s",
+        len(ids),
+        provider,
+        old.value,
+        new.value,
+        " ".join(ids),
+        extra={"message_ids": ids, "provider": provider, "status": new.value},
+    )
 
 
 def claim_many(

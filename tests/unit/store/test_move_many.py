@@ -5,6 +5,8 @@ Real SQLite store; the broker is absent (metrics and publishing fail quietly).
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +17,7 @@ from producer import db
 from producer.models import AppNotification, Message, MessageEvent, utcnow
 from producer.status import Status
 from tests.unit.conftest import isolate, restore
+from worker.ops.logs import JsonFormatter
 from worker.store.transitions import Move, claim_many, load_rows, move, move_many
 
 
@@ -114,6 +117,24 @@ def test_move_many_moves_every_row_with_its_own_fields_events_and_notifications(
     changes = [(e.message_id, e.old_status, e.new_status, e.raw) for e in events(ids)]
     assert changes == [(i, "sending", "sent", f'{{"n": {n}}}') for n, i in enumerate(ids)]
     assert sorted(n.message_id for n in notified) == sorted(ids)
+
+
+def test_a_group_move_logs_one_line_naming_every_id_and_a_lone_move_its_own(
+    store: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = rows(3, Status.SENDING)
+    with db.session() as s, caplog.at_level(logging.INFO, logger="smsq.transitions"):
+        move_many(s, Status.SENT, [accepted(r, n) for n, r in enumerate(load_rows(s, ids))],
+                  source="worker")  # fmt: skip
+        move(s, load_rows(s, [ids[0]])[0], Status.DELIVERED, source="provider")
+        s.commit()
+    lines = [r for r in caplog.records if r.name == "smsq.transitions"]
+    assert [r.getMessage() for r in lines] == [
+        f"3 messages via smsclub sending -> sent: {' '.join(ids)}",
+        f"message {ids[0]} sent -> delivered",
+    ]
+    assert lines[0].message_ids == ids  # type: ignore[attr-defined]
+    assert json.loads(JsonFormatter().format(lines[0]))["message_ids"] == ids
 
 
 def test_move_many_leaves_a_row_someone_else_moved_and_records_it(store: None) -> None:
