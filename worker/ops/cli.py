@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
@@ -294,23 +295,37 @@ def _dev(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("SMSQ_FLOWER_BASIC_AUTH", "admin:smsq-dev")
     os.environ.setdefault("SMSQ_UI_BASIC_AUTH", "admin:smsq-dev")
+    stop = stop_on_signals()  # before any process or thread starts: none is left behind
     stack = Stack(data_dir=_data_dir(), flower=True)
-    stack.start()
-    assert stack.sandbox is not None
-    env_file = stack.publish_env()
-    print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
-    print(f"another shell here reaches this stack with no exports ({env_file})")
-    print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
-    print(f"dashboard on {stack.web_url}/ui (user:password from SMSQ_UI_BASIC_AUTH)")
-    print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop")
+    env_file: Path | None = None
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
+        stack.start()
+        assert stack.sandbox is not None
+        env_file = stack.publish_env()
+        print(f"smsq dev: web {stack.web_url}, sandbox {stack.sandbox.url}")
+        print(f"another shell here reaches this stack with no exports ({env_file})")
+        print("Flower on http://127.0.0.1:5555 (user:password from SMSQ_FLOWER_BASIC_AUTH)")
+        print(f"dashboard on {stack.web_url}/ui (user:password from SMSQ_UI_BASIC_AUTH)")
+        print(f"logs in {stack.data_dir / 'logs'}; Ctrl-C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
     finally:
-        env_file.unlink(missing_ok=True)
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)
         stack.stop()
     return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM. Python runs the handler in the main thread
+    whichever thread the kernel gave the signal to, and a timed wait on the event
+    returns to it: nothing is missed. (A bare `sigwait` missed a SIGINT that went to
+    the sandbox's thread, and SIGTERM, not blocked, killed this process outright,
+    leaving Redis, the workers and beat running.)"""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,0 +1,70 @@
+"""`smsq dev` stops its stack on Ctrl-C (SIGINT) and on SIGTERM (honcho, systemd,
+`timeout`, a closed terminal's job control), with threads of its own running, as
+the sandbox's is. Run in a child process with the stack replaced by a recorder:
+the signal handling is what is tested, not the processes (that is
+tests/integration/test_dev_second_shell.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CHILD = """
+import sys, threading, time
+from pathlib import Path
+import worker.ops.stack as stack_module
+
+class Sandbox:
+    url = "http://127.0.0.1:1"
+
+class RecordingStack:
+    def __init__(self, data_dir, flower):
+        self.data_dir, self.web_url, self.sandbox = Path(data_dir), "http://127.0.0.1:2", None
+    def start(self):
+        self.sandbox = Sandbox()
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # as the sandbox
+    def publish_env(self):
+        path = self.data_dir / "stack.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("SMSQ_BROKER_URL=x")
+        return path
+    def stop(self):
+        print("stack stopped", flush=True)
+
+stack_module.Stack = RecordingStack
+from worker.ops.cli import main
+sys.exit(main(["dev"]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_smsq_dev_stops_its_stack_and_exits_on_a_signal(tmp_path: Path, sig: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
+    env["SMSQ_DATA_DIR"] = str(tmp_path / "var")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        seen = []
+        for line in child.stdout:  # up to "Ctrl-C to stop": the stack is up
+            seen.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        assert (tmp_path / "var" / "stack.env").exists(), "".join(seen)
+        child.send_signal(sig)
+        rest, _ = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 0, "".join(seen) + rest
+    assert "stack stopped" in rest
+    assert not (tmp_path / "var" / "stack.env").exists()
