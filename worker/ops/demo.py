@@ -7,6 +7,7 @@ every message reached exactly that status, then stops everything it started.
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def expected_status(provider: str, to: str) -> Status:
 
 
 def run_demo(data_dir: Path, timeout: float = 120.0) -> int:
+    # SIGTERM ends the demo as Ctrl-C does, through the `finally` that stops the
+    # stack (its default action would kill this process and leave the stack running).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     console = Console(width=None if Console().is_terminal else 150)
     console.print("[bold]smsq demo[/]: starting Redis, worker, beat, web and the sandbox…")
     stack = Stack(data_dir=data_dir, delivery_seconds=3.0)
@@ -58,6 +62,10 @@ def run_demo(data_dir: Path, timeout: float = 120.0) -> int:
     finally:
         console.print("stopping every process the demo started…")
         stack.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _send_batch(providers: list[str], console: Console) -> list[tuple[str, str, str]]:

@@ -1,8 +1,8 @@
 """`smsq dev` stops its stack on Ctrl-C (SIGINT) and on SIGTERM (honcho, systemd,
-`timeout`, a closed terminal's job control), with threads of its own running, as
-the sandbox's is. Run in a child process with the stack replaced by a recorder:
-the signal handling is what is tested, not the processes (that is
-tests/integration/test_dev_second_shell.py)."""
+`timeout`), with threads of its own running, as the sandbox's is; `smsq demo`
+stops its stack on SIGTERM too. Run in a child process with the stack replaced by
+a recorder: the signal handling is what is tested, not the processes (that is
+tests/integration/test_dev_second_shell.py and the demo's own test)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,43 @@ def test_smsq_dev_stops_its_stack_and_exits_on_a_signal(tmp_path: Path, sig: int
     assert child.returncode == 0, "".join(seen) + rest
     assert "stack stopped" in rest
     assert not (tmp_path / "var" / "stack.env").exists()
+
+
+DEMO_CHILD = """
+import sys, time
+import worker.ops.demo as demo
+
+class SlowStack:
+    def __init__(self, data_dir, delivery_seconds):
+        pass
+    def start(self):
+        print("starting", flush=True)
+        time.sleep(60)  # the signal comes while the stack starts
+    def stop(self):
+        print("stack stopped", flush=True)
+
+demo.Stack = SlowStack
+sys.exit(demo.run_demo(None))
+"""
+
+
+def test_smsq_demo_stops_its_stack_on_sigterm() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEMO_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        seen = []
+        for line in child.stdout:
+            seen.append(line)
+            if line.startswith("starting"):
+                break
+        child.send_signal(signal.SIGTERM)
+        rest, _ = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
+    assert "stack stopped" in rest

@@ -1,0 +1,44 @@
+"""`make demo`, the README's first command: `smsq demo` in a fresh directory, nothing
+exported, exits 0 with every message at the status the sandbox decided, shows the
+balance alert it sets up, and leaves no process running (every process it starts
+works in its directory: none is left there afterwards)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from producer.embedded_redis import running_url
+
+pytestmark = pytest.mark.integration
+SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
+
+
+def processes_in(directory: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cwd", "cmdline"]):
+        cwd = proc.info["cwd"]
+        if cwd and Path(cwd).is_relative_to(directory):
+            found.append(" ".join(proc.info["cmdline"] or []))
+    return found
+
+
+def test_smsq_demo_runs_the_tour_and_stops_everything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
+    demo = subprocess.run(
+        [*SMSQ, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    out = demo.stdout + demo.stderr
+    assert demo.returncode == 0, out[-3000:]
+    assert "every message reached the status the sandbox decided" in out
+    for provider in ("keccel", "smsclub", "kingsms", "sms1601"):
+        assert f"│ {provider}" in out, provider  # in the final table
+    assert "balance alert expiring: keccel" in out
+    assert "stopping every process the demo started" in out
+    assert running_url(tmp_path / "var") is None  # its Redis stopped with it
+    assert processes_in(tmp_path) == []
