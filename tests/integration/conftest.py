@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from producer import get_status
@@ -121,3 +122,14 @@ def wait_status(message_id: str, *statuses: Status, timeout: float = 20.0):  # t
             f"{message_id} is {st.status if st else None} ({st.error if st else ''}), "
             f"not {sorted(wanted)} after {timeout}s"
         ) from None
+
+
+def processes_in(directory: Path) -> list[psutil.Process]:
+    """The processes working in `directory` or below (those a `smsq` command started
+    there: they inherit its working directory)."""
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info["cwd"]
+        if cwd and Path(cwd).is_relative_to(directory):
+            found.append(proc)
+    return found

@@ -10,22 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from producer.embedded_redis import running_url
+from tests.integration.conftest import processes_in
 
 pytestmark = pytest.mark.integration
 SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
-
-
-def processes_in(directory: Path) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["cwd", "cmdline"]):
-        cwd = proc.info["cwd"]
-        if cwd and Path(cwd).is_relative_to(directory):
-            found.append(" ".join(proc.info["cmdline"] or []))
-    return found
 
 
 def test_smsq_demo_runs_the_tour_and_stops_everything(tmp_path: Path) -> None:
@@ -41,4 +32,4 @@ def test_smsq_demo_runs_the_tour_and_stops_everything(tmp_path: Path) -> None:
     assert "balance alert expiring: keccel" in out
     assert "stopping every process the demo started" in out
     assert running_url(tmp_path / "var") is None  # its Redis stopped with it
-    assert processes_in(tmp_path) == []
+    assert [" ".join(p.cmdline()) for p in processes_in(tmp_path)] == []

@@ -7,6 +7,7 @@ refused, and no log (Flower's included) shows it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -16,12 +17,14 @@ import time
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
+import psutil
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer.embedded_redis import running_url
+from tests.integration.conftest import processes_in
 
 pytestmark = pytest.mark.integration
 SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
@@ -82,7 +85,13 @@ def test_a_second_shell_sends_through_a_running_dev_stack(tmp_path: Path) -> Non
             time.sleep(1)
     finally:
         os.killpg(dev.pid, signal.SIGINT)
-        dev.wait(timeout=60)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for proc in processes_in(tmp_path):  # a stack left running slows later tests
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            raise
     assert not stack_env.exists()
     logs = tmp_path / "var" / "logs"
     assert (logs / "flower.log").exists()
