@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from producer.embedded_redis import ensure_embedded_redis, stop_embedded_redis
 from worker.gateways.sandbox.base import max_in_window
@@ -103,7 +105,8 @@ def test_stamped_slot_frees_one_window_after_the_answer(client) -> None:  # type
 
 
 def test_redis_down_is_a_wait_not_an_error() -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    # No retries: redis-py 7 retries a refused connection 3 times over about 7 s.
+    dead = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     limiter = RateLimiter("down", 5, client=dead)
     assert limiter.acquire(max_wait=0.3) > 0
 
