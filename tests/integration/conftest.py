@@ -8,6 +8,7 @@ environment restored) when the package is done.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -133,3 +134,12 @@ def processes_in(directory: Path) -> list[psutil.Process]:
         if cwd and Path(cwd).is_relative_to(directory):
             found.append(proc)
     return found
+
+
+# The `smsq` command as a new user's shell runs it, from this interpreter.
+SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without any SMSQ_* (a shell with nothing exported)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}

@@ -5,24 +5,20 @@ works in its directory: none is left there afterwards)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from producer.embedded_redis import running_url
-from tests.integration.conftest import processes_in
+from tests.integration.conftest import SMSQ, clean_env, processes_in
 
 pytestmark = pytest.mark.integration
-SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
 
 
 def test_smsq_demo_runs_the_tour_and_stops_everything(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
     demo = subprocess.run(
-        [*SMSQ, "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+        [*SMSQ, "demo"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=240
     )
     out = demo.stdout + demo.stderr
     assert demo.returncode == 0, out[-3000:]

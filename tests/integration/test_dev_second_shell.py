@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
@@ -24,14 +23,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer.embedded_redis import running_url
-from tests.integration.conftest import processes_in
+from tests.integration.conftest import SMSQ, clean_env, processes_in
 
 pytestmark = pytest.mark.integration
-SMSQ = [sys.executable, "-c", "import sys; from worker.ops.cli import main; sys.exit(main())"]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
 
 
 def smsq(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

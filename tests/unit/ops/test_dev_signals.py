@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,32 +43,51 @@ sys.exit(main(["dev"]))
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_smsq_dev_stops_its_stack_and_exits_on_a_signal(tmp_path: Path, sig: int) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
-    env["SMSQ_DATA_DIR"] = str(tmp_path / "var")
+def signal_once_up(
+    code: str,
+    marker: str,
+    sig: int,
+    env: dict[str, str] | None = None,
+    check: Callable[[], None] = lambda: None,
+) -> tuple[int, str, str]:
+    """Run `code` in a child Python, send it `sig` once a line holding `marker` is
+    printed (`check` called just before), and wait for it (10 s at most): its exit
+    code, what it printed up to the marker, and what it printed after."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", code],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     assert child.stdout is not None
+    seen: list[str] = []
     try:
-        seen = []
-        for line in child.stdout:  # up to "Ctrl-C to stop": the stack is up
+        for line in child.stdout:
             seen.append(line)
-            if "Ctrl-C to stop" in line:
+            if marker in line:
                 break
-        assert (tmp_path / "var" / "stack.env").exists(), "".join(seen)
+        check()
         child.send_signal(sig)
         rest, _ = child.communicate(timeout=10)
     finally:
         child.kill()
-    assert child.returncode == 0, "".join(seen) + rest
+    return child.returncode, "".join(seen), rest
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_smsq_dev_stops_its_stack_and_exits_on_a_signal(tmp_path: Path, sig: int) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSQ_")}
+    env["SMSQ_DATA_DIR"] = str(tmp_path / "var")
+    stack_env = tmp_path / "var" / "stack.env"
+    published: list[bool] = []
+    returncode, seen, rest = signal_once_up(
+        CHILD, "Ctrl-C to stop", sig, env, lambda: published.append(stack_env.exists())
+    )
+    assert published == [True], seen  # the stack was up when the signal came
+    assert returncode == 0, seen + rest
     assert "stack stopped" in rest
-    assert not (tmp_path / "var" / "stack.env").exists()
+    assert not stack_env.exists()
 
 
 DEMO_CHILD = """
@@ -89,22 +109,6 @@ sys.exit(demo.run_demo(None))
 
 
 def test_smsq_demo_stops_its_stack_on_sigterm() -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", DEMO_CHILD],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert child.stdout is not None
-    try:
-        seen = []
-        for line in child.stdout:
-            seen.append(line)
-            if line.startswith("starting"):
-                break
-        child.send_signal(signal.SIGTERM)
-        rest, _ = child.communicate(timeout=10)
-    finally:
-        child.kill()
-    assert child.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
+    returncode, seen, rest = signal_once_up(DEMO_CHILD, "starting", signal.SIGTERM)
+    assert returncode == 128 + signal.SIGTERM, seen + rest
     assert "stack stopped" in rest
